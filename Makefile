@@ -1,0 +1,125 @@
+# opensuse-gpu-stack: one entry point for humans and CI.
+#   make demo   build the sandbox, converge site.yml into it, validate, print the verdict and reports
+#   make test   lint, unit tests, sandbox converge x2 (changed=0), testinfra, fault scenarios
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+ROOT      := $(CURDIR)
+VENV      ?= $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+CACHE     := $(ROOT)/.cache
+LOGS      := $(CACHE)/logs
+RESULTS   := $(CACHE)/test-results
+SANDBOXCTL := $(PY) $(ROOT)/sandbox/sandboxctl.py
+# The sandbox host that make test/demo converge; make lab uses lab-1..N
+HOST      ?= leap156-1
+N         ?= 4
+# Ansible must not inherit the controller's environment (a stray GNUPGHOME broke key import in the chroot)
+ANSIBLE_ENV := env -i PATH=$(VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) LANG=C.UTF-8 \
+	ANSIBLE_CONFIG=$(ROOT)/ansible.cfg ANSIBLE_NOCOLOR=1
+PLAYBOOK  := $(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook
+HOST_ROOT  = $$($(SANDBOXCTL) root $(HOST))
+PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
+
+# Debian packages the sandbox build needs on the controller (apt-get names)
+HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev
+HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc
+
+.PHONY: help venv host-packages lint unit sandbox converge idempotence check-mode verify integration \
+	test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Controller virtualenv from requirements.txt
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip==25.3
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+host-packages: ## Install what the sandbox build needs (Debian: apt-get; openSUSE: zypper)
+	@missing=""; for c in $(HOST_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "host-packages: missing:$$missing"; \
+	if [ "$$(id -u)" != 0 ]; then echo "host-packages: run as root to install them" >&2; exit 2; fi; \
+	if command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES) >/dev/null; \
+	elif command -v zypper >/dev/null; then \
+		zypper --non-interactive install debootstrap rpm-build createrepo_c gpg2 xz gcc; \
+	else echo "host-packages: install$$missing by hand" >&2; exit 2; fi
+
+lint: venv ## yamllint, ansible-lint, ruff, syntax check
+	cd $(ROOT) && $(VENV)/bin/yamllint --strict .
+	cd $(ROOT) && $(ANSIBLE_ENV) $(VENV)/bin/ansible-lint
+	cd $(ROOT) && $(VENV)/bin/ruff check .
+	cd $(ROOT) && $(PLAYBOOK) -i inventory/hosts.example.yml --syntax-check site.yml playbooks/*.yml
+
+unit: venv ## Unit tests (no sandbox)
+	@mkdir -p $(RESULTS)
+	$(PYTEST) tests/unit -q --junitxml=$(RESULTS)/unit.xml
+
+sandbox: venv host-packages ## Build (or reuse) the sandbox and bring up $(HOST)
+	$(SANDBOXCTL) build
+	$(SANDBOXCTL) up $(HOST)
+
+converge: sandbox ## Converge site.yml into the sandbox
+	@mkdir -p $(LOGS)
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) site.yml 2>&1 | tee $(LOGS)/converge-1.log
+
+idempotence: ## Converge again; fail unless changed=0
+	@mkdir -p $(LOGS)
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) site.yml 2>&1 | tee $(LOGS)/converge-2.log
+	$(PY) tests/check_recap.py --expect-unchanged $(LOGS)/converge-2.log
+
+check-mode: ## --check --diff on the converged sandbox; fail unless changed=0
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) --check --diff playbooks/provision.yml 2>&1 | tee $(LOGS)/check-mode.log
+	$(PY) tests/check_recap.py --expect-unchanged $(LOGS)/check-mode.log
+
+verify: ## testinfra suite against the converged sandbox
+	@mkdir -p $(RESULTS)
+	$(PYTEST) validation/tests -q --connection=chroot --hosts=$(HOST_ROOT) -m 'not gpu' \
+		--junitxml=$(RESULTS)/testinfra.xml
+
+integration: ## Fault scenarios and removal, each on a fresh sandbox
+	@mkdir -p $(RESULTS)
+	$(PYTEST) tests/integration -q --junitxml=$(RESULTS)/integration.xml
+
+test: ## Everything CI runs; ends with "N passed, N failed"
+	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
+	$(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration vagrant-validate
+	@$(PY) tests/summary.py $(RESULTS)
+
+demo: ## Build the sandbox, converge and validate it, print the verdict and the reports
+	$(MAKE) --no-print-directory converge
+	@$(PY) tests/demo_summary.py --reports $(ROOT)/reports --host $(HOST)
+
+lab: venv host-packages ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
+	$(SANDBOXCTL) build
+	$(SANDBOXCTL) up --count $(N) --prefix lab
+	@mkdir -p $(LOGS)
+	/usr/bin/time -f 'lab: $(N) hosts converged in %e s' \
+		$(PLAYBOOK) -i inventory/sandbox.yml --limit 'lab-*' site.yml 2>&1 | tee $(LOGS)/lab-$(N).log
+
+vagrant-validate: ## vagrant validate for each box/provider (skipped when vagrant is absent)
+	@if command -v vagrant >/dev/null; then \
+		for box in leap tumbleweed; do for prov in libvirt virtualbox; do \
+			GPU_STACK_BOX=$$box VAGRANT_DEFAULT_PROVIDER=$$prov vagrant validate >/dev/null \
+			&& echo "vagrant validate: $$box/$$prov ok" || { echo "vagrant validate: $$box/$$prov FAILED"; exit 1; }; \
+		done; done; \
+	else echo "vagrant-validate: vagrant not installed, skipped"; fi
+
+vm-test: venv ## testinfra suite against the Vagrant VM (after `vagrant up`)
+	vagrant ssh-config > $(CACHE)/vagrant-ssh-config
+	$(PYTEST) validation/tests --hosts=default --ssh-config=$(CACHE)/vagrant-ssh-config --sudo -m 'not gpu'
+
+device-wheels: ## Wheels the GPU device check carries (keras, namex, optree)
+	$(VENV)/bin/pip download --quiet --no-deps -d $(CACHE)/device-wheels keras==3.15.1 namex==0.1.0 optree==0.20.0
+
+sandbox-clean: ## Unmount and remove all sandbox hosts and caches
+	$(SANDBOXCTL) clean
+
+clean: sandbox-clean ## Also remove the controller venv and reports
+	rm -rf $(VENV) $(ROOT)/reports
