@@ -1,0 +1,187 @@
+"""Fixtures for sandbox scenarios: a fresh sandbox host per test, a clean-environment ansible-playbook
+runner, and file-tree/rpmdb snapshots to assert that a failing run changed nothing.
+
+    def test_bad_pin(fresh_host):
+        before = snapshot(fresh_host)
+        res = run_playbook(fresh_host, "site.yml", extra_vars={"gpu_stack_cuda_version": "9.9"})
+        assert res.returncode != 0 and "9.9" in res.stdout
+        assert diff_snapshots(before, snapshot(fresh_host)) == []
+
+Needs root and a built sandbox (`sandbox/sandboxctl.py build`); hosts are torn down even when the
+test fails or the run is interrupted (see sandbox.sandboxctl.SandboxHost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from sandbox.sandboxctl import (  # noqa: E402  (needs the repo root on sys.path first)
+    DEFAULT_LAYOUT,
+    EnvironmentProblem,
+    SandboxHost,
+    current_base,
+    host_down,
+    orphan_hosts,
+)
+
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+# Ansible gets a clean environment: the chroot connection passes the controller's environment into the
+# target (a stray GNUPGHOME broke rpm key import there; SANDBOX.md trap 7).
+CLEAN_ENV = {
+    "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+    "ANSIBLE_NOCOLOR": "1",
+}
+# Not part of a host's state: pseudo filesystems, shared binds, scratch and caches, logs.
+SNAPSHOT_EXCLUDES = (
+    "/proc", "/sys", "/dev", "/srv/sandbox-repos", "/var/cache/sandbox-pip", "/tmp", "/root/.ansible",
+    "/var/cache/zypp", "/var/log",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a sandbox host `sandbox` (deselect with -m 'not sandbox')."""
+    for item in items:
+        if "fresh_host" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sandbox)
+
+
+@pytest.fixture(scope="session")
+def sandbox_ready() -> Path:
+    """The base rootfs; skips without root, fails when the sandbox was not built."""
+    if os.geteuid() != 0:
+        pytest.skip("sandbox scenarios need root (overlayfs mounts, chroot)")
+    try:
+        base = current_base(DEFAULT_LAYOUT)
+    except EnvironmentProblem as exc:
+        pytest.fail(str(exc), pytrace=False)
+    # Hosts left behind by test processes that were killed (SIGKILL skips every cleanup).
+    for name in orphan_hosts(DEFAULT_LAYOUT):
+        host_down(DEFAULT_LAYOUT, name)
+    return base
+
+
+def host_name_for(nodename: str) -> str:
+    """A unique, valid host name derived from a test's name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", nodename.lower()).strip("-")[:40].strip("-") or "t"
+    return f"{slug}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def fresh_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[SandboxHost]:
+    """A fresh sandbox host for this test only (own overlay, own one-host inventory), always torn down."""
+    with SandboxHost(host_name_for(request.node.name)) as host:
+        yield host
+
+
+def run_playbook(
+    host: SandboxHost,
+    playbook: str | Path,
+    extra_vars: dict | None = None,
+    tags: str | Sequence[str] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    args: Sequence[str] = (),
+    timeout: float = 3600,
+) -> subprocess.CompletedProcess[str]:
+    """Run ansible-playbook (repo-relative path) against `host` only, with a clean environment.
+
+    stdout and stderr are captured together in `.stdout`; the return code is not checked.
+    """
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory_path), "--limit", host.name]
+    if extra_vars:
+        cmd += ["--extra-vars", json.dumps(extra_vars)]
+    if tags:
+        cmd += ["--tags", tags if isinstance(tags, str) else ",".join(tags)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    cmd += [*args, str(playbook)]
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        timeout=timeout, check=False,
+    )
+
+
+def _excluded(rel: str) -> bool:
+    return any(rel == e or rel.startswith(e + "/") for e in SNAPSHOT_EXCLUDES)
+
+
+_KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c", stat.S_IFBLK: "b",
+          stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def snapshot(host: SandboxHost) -> dict:
+    """State of a host: installed RPMs and the file tree.
+
+    files maps path -> (type, mode, uid, gid, link target, size, sha256). The sha256 is taken only for
+    regular files in the overlay upper layer (the only ones whose content can differ from the base) and
+    is None otherwise; diff_snapshots() fills the gap from the base when needed.
+    """
+    res = host.run("rpm", "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n")
+    assert res.returncode == 0, f"rpm -qa failed in {host.name}: {res.stderr}"
+    touched = set()
+    for dirpath, dirnames, filenames in os.walk(host.upper):
+        rel_dir = "/" + os.path.relpath(dirpath, host.upper).removeprefix(".").lstrip("/")
+        touched.update(os.path.join(rel_dir, f) for f in filenames)
+        dirnames[:] = [d for d in dirnames if not _excluded(os.path.join(rel_dir, d))]
+    files: dict[str, tuple] = {}
+    root = str(host.root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = "/" + os.path.relpath(dirpath, root).removeprefix(".").lstrip("/")
+        dirnames[:] = [d for d in dirnames if not _excluded(os.path.join(rel_dir, d))]
+        for name in dirnames + filenames:
+            rel = os.path.join(rel_dir, name)
+            if _excluded(rel):
+                continue
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+            digest = _sha256(Path(full)) if stat.S_ISREG(st.st_mode) and rel in touched else None
+            files[rel] = (_KINDS.get(stat.S_IFMT(st.st_mode), "?"), f"{stat.S_IMODE(st.st_mode):04o}",
+                          st.st_uid, st.st_gid, link, st.st_size, digest)
+    return {"host": host.name, "base": str(host.lower), "rpm": sorted(res.stdout.split()), "files": files}
+
+
+def diff_snapshots(before: dict, after: dict) -> list[str]:
+    """Readable differences between two snapshots of one host ([] when nothing changed)."""
+    out = [f"rpm removed: {p}" for p in sorted(set(before["rpm"]) - set(after["rpm"]))]
+    out += [f"rpm added: {p}" for p in sorted(set(after["rpm"]) - set(before["rpm"]))]
+    b, a = before["files"], after["files"]
+    out += [f"file removed: {p}" for p in sorted(set(b) - set(a))]
+    out += [f"file added: {p}" for p in sorted(set(a) - set(b))]
+    for p in sorted(set(a) & set(b)):
+        old, new = b[p], a[p]
+        if old[:6] != new[:6]:
+            out.append(f"file changed: {p}: {old[:6]} -> {new[:6]}")
+        elif old[0] == "f" and old[6] != new[6]:
+            # a file only hashed on one side is unchanged there from the base: hash the base copy
+            base_hash = _sha256(Path(before["base"] + p))
+            if (old[6] or base_hash) != (new[6] or base_hash):
+                out.append(f"file content changed: {p}")
+    return out
