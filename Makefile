@@ -61,9 +61,9 @@ unit: venv ## Unit tests (no sandbox)
 	@mkdir -p $(RESULTS)
 	$(PYTEST) tests/unit -q --junitxml=$(RESULTS)/unit.xml
 
-sandbox: venv host-packages ## Build (or reuse) the sandbox and bring up $(HOST)
+sandbox: venv host-packages ## Build (or reuse) the sandbox image and bring up $(HOST) as a fresh copy
 	$(SANDBOXCTL) build
-	$(SANDBOXCTL) up $(HOST)
+	$(SANDBOXCTL) reset $(HOST)
 
 converge: sandbox ## Converge site.yml into the sandbox
 	@mkdir -p $(LOGS)
@@ -94,7 +94,7 @@ test: ## Everything CI runs; ends with "N passed, N failed"
 
 demo: ## Build the sandbox, converge and validate it, print the verdict and the reports
 	$(MAKE) --no-print-directory converge
-	@$(PY) tests/demo_summary.py --reports $(ROOT)/reports --host $(HOST)
+	@$(PY) tools/demo_summary.py --reports $(ROOT)/reports --host $(HOST)
 
 lab: venv host-packages ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
 	$(SANDBOXCTL) build
@@ -111,7 +111,7 @@ vm-test: venv ## testinfra suite against the Vagrant VM (after `vagrant up`)
 	$(PYTEST) validation/tests --hosts=default --ssh-config=$(CACHE)/vagrant-ssh-config --sudo -m 'not gpu'
 
 device-wheels: ## Wheels the GPU device check carries (keras, namex, optree)
-	$(VENV)/bin/pip download --quiet --no-deps -d $(CACHE)/device-wheels keras==3.15.1 namex==0.1.0 optree==0.20.0
+	PIP="$(VENV)/bin/pip" $(ROOT)/tests/device/fetch_wheels.sh
 
 sandbox-clean: ## Unmount and remove all sandbox hosts and caches
 	$(SANDBOXCTL) clean

@@ -1,0 +1,57 @@
+"""Print what `make demo` produced: the doctor's verdict, the benchmark and propagation tables,
+and where the JSON/PNG reports are.
+
+Usage: demo_summary.py --reports DIR [--host NAME ...]
+Reads DIR/<host>/{doctor,benchmark,propagation}.json (fetched by the gpu_validation role) and
+renders them with the validators' own table functions. Exit 1 when a report is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "validation" / "scripts"
+REPORTS = {"doctor": "gpu_doctor", "benchmark": "mnist_benchmark", "propagation": "propagation"}
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reports", type=Path, required=True)
+    ap.add_argument("--host", action="append", default=[])
+    args = ap.parse_args(argv)
+    hosts = args.host or sorted(p.name for p in args.reports.iterdir() if p.is_dir())
+    missing = 0
+    for host in hosts:
+        print(f"\n=== {host} ===")
+        for report, script in REPORTS.items():
+            path = args.reports / host / f"{report}.json"
+            if not path.exists():
+                print(f"{report}: no report at {path}")
+                missing += 1
+                continue
+            data = json.loads(path.read_text())
+            print(f"\n--- {report} ({path}) ---")
+            print(_load(script).render_table(data))
+        pngs = sorted(str(p) for p in (args.reports / host).glob("*.png"))
+        print("\nplots: " + (", ".join(pngs) or "none"))
+    fleet = args.reports / "fleet.md"
+    if fleet.exists():
+        print(f"\nfleet summary: {fleet}" + (f" and {fleet.with_suffix('.png')}" if fleet.with_suffix(".png").exists() else ""))
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
