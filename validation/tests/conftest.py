@@ -37,7 +37,7 @@ def _ansible_inventory_cmd() -> str:
     return str(here) if here.exists() else (shutil.which("ansible-inventory") or "ansible-inventory")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inventory_hostvars(inventory: str) -> dict:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -1,0 +1,130 @@
+"""nvidia_driver: the SUSE signed open kmp and its user space at one pinned driver version, SUSE's zypper
+locks, and truthful reboot bookkeeping.
+
+Expected values from the inventory (`stack_vars`): nvidia_driver_route, nvidia_driver_force,
+nvidia_driver_version (gpu_stack_nvidia_driver_version), else the role's defaults and platform vars.
+Skipped where the role installs no driver (route none, or no GPU and not forced).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "nvidia_driver"
+DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+LOCKS = "__nvidia_driver_zypper_locks"
+VARS_FILES = {"opensuse-leap": "openSUSE_Leap", "opensuse-tumbleweed": "openSUSE_Tumbleweed", "sles": "SLES"}
+
+
+def _has_nvidia_gpu(host) -> bool:
+    out = host.run("cat /sys/bus/pci/devices/*/vendor /dev/null 2>/dev/null").stdout
+    return "0x10de" in out.split()
+
+
+@pytest.fixture(scope="module")
+def driver(host, stack_vars) -> dict:
+    route = stack_vars.get("nvidia_driver_route", DEFAULTS["nvidia_driver_route"])
+    force = str(stack_vars.get("nvidia_driver_force", False)).lower() == "true"
+    if route == "none":
+        pytest.skip("nvidia_driver_route is none")
+    if not force and not _has_nvidia_gpu(host):
+        pytest.skip("no NVIDIA GPU and nvidia_driver_force is false: the role skips the driver")
+    version = stack_vars.get("nvidia_driver_version", stack_vars["gpu_stack_nvidia_driver_version"])
+    info = host.system_info
+    name = VARS_FILES.get(info.distribution, info.distribution)
+    major = (info.release or "").split(".")[0]
+    platform = {}
+    for candidate in (f"{name}-{major}.yml", f"{name}.yml"):
+        if (ROLE / "vars" / candidate).exists():
+            platform = yaml.safe_load((ROLE / "vars" / candidate).read_text())
+            break
+    def value(name: str):
+        return stack_vars.get(f"nvidia_driver_{name}", DEFAULTS[f"nvidia_driver_{name}"])
+
+    return {
+        "route": route, "version": str(version), "kmp": value("kmp_package"),
+        "userspace": value("userspace_packages"), "gfx_packages": value("gfx_packages"),
+        "locks": stack_vars.get("nvidia_driver_zypper_locks", platform.get(LOCKS) or []),
+        "marker": value("reboot_marker"),
+    }
+
+
+def _rpm_version(host, name: str) -> str:
+    res = host.run(f"rpm -q --qf '%{{VERSION}}\\n' {name}")
+    assert res.rc == 0, f"{name} is not installed"
+    return res.stdout.split()[-1]
+
+
+def test_kmp_at_pinned_driver(host, driver) -> None:
+    if driver["route"] != "cuda_repo_kmp":
+        pytest.skip("route gfx_repo installs the kmp meta package")
+    version = _rpm_version(host, driver["kmp"])
+    # kmp versions are <driver>_k<kernel>, e.g. 555.42.06_k6.4.0_150600.21
+    if driver["version"]:
+        assert version.split("_")[0] == driver["version"], version
+
+
+def test_userspace_at_kmp_version(host, driver) -> None:
+    if driver["route"] != "cuda_repo_kmp":
+        pytest.skip("route gfx_repo")
+    kmp = _rpm_version(host, driver["kmp"]).split("_")[0]
+    versions = {name: _rpm_version(host, name) for name in driver["userspace"]}
+    assert all(v == kmp for v in versions.values()), f"kmp {kmp}, user space {versions}"
+
+
+def test_gfx_packages_installed(host, driver) -> None:
+    if driver["route"] != "gfx_repo":
+        pytest.skip("route cuda_repo_kmp")
+    for name in driver["gfx_packages"]:
+        assert host.package(name).is_installed, name
+
+
+def test_zypper_locks(host, driver) -> None:
+    if not driver["locks"]:
+        pytest.skip("no locks for this platform")
+    locked = host.check_output("zypper --non-interactive --xmlout locks")
+    missing = [name for name in driver["locks"] if f"<name>{name}</name>" not in locked]
+    assert missing == [], f"not locked: {missing}"
+
+
+def test_nvidia_smi_installed(host, driver) -> None:
+    assert host.exists("nvidia-smi"), "nvidia-smi (nvidia-compute-utils-G07) is not on PATH"
+
+
+def test_driver_packages_verify(host, driver) -> None:
+    names = host.check_output("rpm -qa 'nvidia*'").split()
+    assert names, "no nvidia packages installed"
+    res = host.run("rpm -V " + " ".join(names))
+    assert res.rc == 0 and not res.stdout.strip(), res.stdout
+
+
+def test_reboot_marker_is_current(host, driver) -> None:
+    marker = host.file(driver["marker"])
+    if not marker.exists:
+        pytest.skip("no reboot pending")
+    fields = [line.split("=", 1) for line in marker.content_string.splitlines() if "=" in line]
+    boot_ids = [v for k, v in fields if k == "boot_id"]
+    kmps = sorted(v for k, v in fields if k == "kmp")
+    current = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+    # a marker from an earlier boot is removed by the role's next run
+    assert boot_ids == [current], f"stale marker: {boot_ids} vs {current}"
+    query = "rpm -qa --qf '%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n' 'nvidia*kmp*'"
+    installed = sorted(host.check_output(query).split())
+    assert kmps == installed
+
+
+@pytest.mark.gpu
+def test_nvidia_smi_lists_gpu(host, driver) -> None:
+    res = host.run("nvidia-smi -L")
+    assert res.rc == 0 and "GPU 0" in res.stdout, res.stderr or res.stdout
+
+
+@pytest.mark.gpu
+def test_loaded_module_matches_package(host, driver) -> None:
+    loaded = host.file("/sys/module/nvidia/version").content_string.strip()
+    if driver["route"] == "cuda_repo_kmp":
+        installed = _rpm_version(host, driver["kmp"]).split("_")[0]
+        assert loaded == installed, "reboot to load the installed module"
