@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Debian/openSUSE-compatible path of the CA bundle pip reads (copied from the machine into each host)
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Environment for every command run inside a chroot: the caller's environment must not leak in (trap 7).
@@ -914,6 +916,10 @@ def host_up(layout: Layout, name: str, *, listed: bool = True, owner_pid: int | 
                 resolv.unlink()
             with contextlib.suppress(OSError):
                 shutil.copyfile("/etc/resolv.conf", resolv)
+            # ...and its CA bundle: where outbound HTTPS goes through an intercepting proxy, only the
+            # machine's bundle holds that proxy's CA, and pip in the host fails certificate checks
+            if Path(HOST_CA_BUNDLE).is_file():
+                shutil.copyfile(HOST_CA_BUNDLE, merged / HOST_CA_BUNDLE.lstrip("/"))
             one_host = render_inventory({name: merged}, f"Sandbox host {name} (one-host inventory).")
             write_atomic(layout.host_inventory(name), one_host)
         except BaseException:
