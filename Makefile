@@ -27,7 +27,7 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint unit sandbox converge idempotence check-mode verify integration \
+.PHONY: help venv host-packages lint readme remove unit sandbox converge idempotence check-mode verify integration \
 	test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
@@ -56,6 +56,10 @@ lint: venv ## yamllint, ansible-lint, ruff, syntax check
 	cd $(ROOT) && $(ANSIBLE_ENV) $(VENV)/bin/ansible-lint
 	cd $(ROOT) && $(VENV)/bin/ruff check .
 	cd $(ROOT) && $(PLAYBOOK) -i inventory/hosts.example.yml --syntax-check site.yml playbooks/*.yml
+	$(PY) tools/render_role_vars.py --check
+
+readme: venv ## Regenerate the README's role-variable table from the argument specs
+	$(PY) tools/render_role_vars.py
 
 unit: venv ## Unit tests (no sandbox)
 	@mkdir -p $(RESULTS)
@@ -112,6 +116,9 @@ vm-test: venv ## testinfra suite against the Vagrant VM (after `vagrant up`)
 
 device-wheels: ## Wheels the GPU device check carries (keras, namex, optree)
 	PIP="$(VENV)/bin/pip" $(ROOT)/tests/device/fetch_wheels.sh
+
+remove: venv ## Uninstall from $(HOST): playbooks/remove.yml (cuDNN, links, what the manifests list)
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) playbooks/remove.yml
 
 sandbox-clean: ## Unmount and remove all sandbox hosts and caches
 	$(SANDBOXCTL) clean

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nplots: " + (", ".join(pngs) or "none"))
     fleet = args.reports / "fleet.md"
     if fleet.exists():
-        print(f"\nfleet summary: {fleet}" + (f" and {fleet.with_suffix('.png')}" if fleet.with_suffix(".png").exists() else ""))
+        png = fleet.with_suffix(".png")
+        print(f"\nfleet summary: {fleet}" + (f" and {png}" if png.exists() else ""))
     return 1 if missing else 0
 
 
