@@ -1,15 +1,12 @@
 """Unit tests for the small read-only modules and the warning action of the preflight, cuda_repo and
 nvidia_driver roles: gpu_stack_pci_gpus (sysfs and lspci parsing), gpu_stack_zypper_repos (zypper's
-XML), gpu_stack_warn (an action plugin), and that the copies shipped in several roles are identical."""
+XML) and gpu_stack_warn (an action plugin), the last two shared from plugins/."""
 
 from __future__ import annotations
 
-import filecmp
 import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,8 +19,8 @@ def _load(name: str, path: str):
 
 
 pci = _load("gpu_stack_pci_gpus", "roles/preflight/library/gpu_stack_pci_gpus.py")
-repos = _load("gpu_stack_zypper_repos", "roles/cuda_repo/library/gpu_stack_zypper_repos.py")
-warn = _load("gpu_stack_warn", "roles/preflight/action_plugins/gpu_stack_warn.py")
+repos = _load("gpu_stack_zypper_repos", "plugins/modules/gpu_stack_zypper_repos.py")
+warn = _load("gpu_stack_warn", "plugins/action/gpu_stack_warn.py")
 
 
 # --- gpu_stack_pci_gpus
@@ -130,20 +127,3 @@ def test_warn_returns_the_message_as_warning(monkeypatch):
 def test_warn_without_message_fails(monkeypatch):
     monkeypatch.setattr(warn.ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
     assert _action({}).run(task_vars={})["failed"]
-
-
-# --- copies shipped in several roles (each role must work on its own)
-
-
-COPIES = [
-    ("preflight/action_plugins/gpu_stack_warn.py", "cuda_repo/action_plugins/gpu_stack_warn.py"),
-    ("preflight/action_plugins/gpu_stack_warn.py", "nvidia_driver/action_plugins/gpu_stack_warn.py"),
-    ("preflight/action_plugins/gpu_stack_warn.py", "cuda/action_plugins/gpu_stack_warn.py"),
-    ("cuda_repo/library/gpu_stack_zypper_repos.py", "nvidia_driver/library/gpu_stack_zypper_repos.py"),
-]
-
-
-@pytest.mark.parametrize(("original", "copy"), COPIES)
-def test_copies_are_identical(original, copy):
-    roles = REPO / "roles"
-    assert filecmp.cmp(roles / original, roles / copy, shallow=False), f"{copy} differs from {original}"

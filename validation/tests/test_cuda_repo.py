@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "cuda_repo"
-_SPEC = importlib.util.spec_from_file_location("zypper_repos", ROLE / "library" / "gpu_stack_zypper_repos.py")
+ZYPPER_REPOS = ROLE.parents[1] / "plugins" / "modules" / "gpu_stack_zypper_repos.py"
+_SPEC = importlib.util.spec_from_file_location("zypper_repos", ZYPPER_REPOS)
 zr = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(zr)
 ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())

@@ -1,7 +1,8 @@
 """Action plugin: show a message as an Ansible warning (no module, no change, no connection).
 
 `ansible.builtin.debug` output is easy to miss; a warning is repeated in the run's output and
-collected by callbacks. Used by the preflight and nvidia_driver roles (same file in both roles).
+collected by callbacks. Shared by the preflight, cuda_repo, nvidia_driver and cuda roles
+(ansible.cfg: action_plugins = plugins/action).
 """
 
 from __future__ import annotations
