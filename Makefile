@@ -102,7 +102,7 @@ demo: ## Build the sandbox, converge and validate it, print the verdict and the 
 
 lab: venv host-packages ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
 	$(SANDBOXCTL) build
-	$(SANDBOXCTL) up --count $(N) --prefix lab
+	for i in $$(seq 1 $(N)); do $(SANDBOXCTL) reset lab-$$i; done
 	@mkdir -p $(LOGS)
 	/usr/bin/time -f 'lab: $(N) hosts converged in %e s' \
 		$(PLAYBOOK) -i inventory/sandbox.yml --limit 'lab-*' site.yml 2>&1 | tee $(LOGS)/lab-$(N).log
