@@ -93,12 +93,17 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 
 test: ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
-	$(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration
+	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
+	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration \
+		|| status=$$?; \
+	$(SANDBOXCTL) down $(HOST) >/dev/null 2>&1 || true; \
+	exit $$status
 	@$(PY) tests/summary.py $(RESULTS)
 
 demo: ## Build the sandbox, converge and validate it, print the verdict and the reports
 	$(MAKE) --no-print-directory converge
 	@$(PY) tools/demo_summary.py --reports $(ROOT)/reports --host $(HOST)
+	@echo "The sandbox host stays up for a look: sandbox/sandboxctl.py shell $(HOST); make sandbox-clean removes it."
 
 lab: venv host-packages ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
 	$(SANDBOXCTL) build
