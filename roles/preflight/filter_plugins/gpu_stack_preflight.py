@@ -177,8 +177,9 @@ def gpu_stack_gpu_classify(gpus: list[dict], data: dict, override: str = "") -> 
     legacy_version = (data.get("legacy") or {}).get("origin", {}).get("driver_version", "?")
     out: list[dict] = []
     problems: list[str] = []
-    advice = ("A GPU newer than these lists: set preflight_gpu_driver_generation_override to G07 (Turing and "
-              "newer) or G06 (Maxwell, Pascal, Volta), or regenerate the lists with tools/nvidia_gpu_lists.py")
+    advice = ("A GPU newer than these lists: set preflight_gpu_driver_generation_override to G07 (Turing "
+              "and newer) or G06 (Maxwell, Pascal, Volta), or regenerate the lists with "
+              "tools/nvidia_gpu_lists.py")
     unknown = False
     for gpu in gpus or []:
         devid = str(gpu.get("device_id", "")).upper().zfill(4)
