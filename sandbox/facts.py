@@ -36,8 +36,9 @@ def check_sources(data: dict) -> list[str]:
     sources = data.get("sources")
     if not isinstance(sources, dict) or not sources:
         return ["no `sources:` map at the top level"]
-    problems = [f"sources.{sid} has no url" for sid, entry in sources.items()
-                if not isinstance(entry, dict) or not entry.get("url")]
+    problems = [f"sources.{sid} has neither url nor located_by" for sid, entry in sources.items()
+                if not isinstance(entry, dict) or not (entry.get("url") or entry.get("located_by")
+                                                       or sid == "unconfirmed")]
     for path, mapping in _walk({k: v for k, v in data.items() if k != "sources"}, ""):
         refs = mapping.get("source")
         for ref in refs if isinstance(refs, list) else [refs] if refs is not None else []:
@@ -77,22 +78,37 @@ def _xy(version: object) -> str:
     return ".".join(str(version).split(".")[:2])
 
 
+# Keys of a fact mapping that describe the fact instead of being part of it
+META_KEYS = frozenset({"source", "confidence", "seen", "model", "note", "located_by"})
+
+
+def values(mapping: dict) -> dict:
+    """A fact mapping without its metadata (source, confidence, seen, model, note)."""
+    return {k: v for k, v in mapping.items() if k not in META_KEYS}
+
+
+def system_python(pf: dict) -> dict:
+    """{'version': 'X.Y', 'package': name} of a platform's system python3."""
+    return pf["python"]["system"]
+
+
 def python_too_old(pf: dict) -> bool:
     """The platform's system python3 cannot run ansible-core's modules (Leap/SLE 15: 3.6)."""
-    return tuple(int(p) for p in _xy(pf["system_python"]["version"]).split(".")) < ANSIBLE_MIN_PYTHON
+    return tuple(int(p) for p in _xy(system_python(pf)["version"]).split(".")) < ANSIBLE_MIN_PYTHON
 
 
 def venv_python(pf: dict) -> str:
     """X.Y of the Python the platform's TensorFlow virtualenv uses: the system python3 where ansible-core
     and TensorFlow can use it, else the newest packaged python3XX the sandbox can run (python311 on 15.x)."""
-    system = _xy(pf["system_python"]["version"])
+    system = _xy(system_python(pf)["version"])
     if not python_too_old(pf) and system in SUITE_PYTHON.values():
         return system
-    for version in sorted((_xy(p["version"]) for p in pf.get("pythons") or []), reverse=True):
+    packaged = [p for p in pf["python"].get("packaged") or [] if str(p.get("model", "")) != "not available"]
+    for version in sorted((_xy(p["version"]) for p in packaged), reverse=True):
         if version in SUITE_PYTHON.values():
             return version
     raise FactsError(f"{pf.get('name')}: no Python the sandbox can provide among its system Python {system}"
-                     f" and packaged {[p.get('package') for p in pf.get('pythons') or []]}")
+                     f" and packaged {[p.get('package') for p in packaged]}")
 
 
 def suite_for(pf: dict) -> str:

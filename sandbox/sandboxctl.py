@@ -455,7 +455,7 @@ class Platform:
 
     @property
     def system_python(self) -> str:
-        return str(self.facts["system_python"]["version"])
+        return str(sandbox_facts.system_python(self.facts)["version"])
 
     @property
     def oss_dir(self) -> str:
@@ -746,13 +746,21 @@ def opensuse_key(layout: Layout) -> tuple[dict, Path]:
     return entry, key_file
 
 
-def os_release_text(values: dict) -> str:
-    return "".join(f"{key}={json.dumps(str(value))}\n" for key, value in values.items())
+def os_release_text(facts_os_release: dict) -> str:
+    """/etc/os-release from the platform's facts (upper-case keys only: the rest describes the fact)."""
+    return "".join(f"{key}={json.dumps(str(value))}\n" for key, value in facts_os_release.items() if key.isupper())
+
+
+# <product> elements zypper and SUSEConnect read, in the order SUSE's .prod files have them
+PRODUCT_FIELDS = ("vendor", "name", "version", "baseversion", "patchlevel", "release", "arch", "productline",
+                  "summary", "shortsummary", "cpeid", "codestream")
 
 
 def baseproduct_xml(product: dict) -> str:
-    fields = "".join(f"  <{key}>{product[key]}</{key}>\n" for key in
-                     ("vendor", "name", "version", "release", "arch", "summary", "cpeid") if key in product)
+    values = {"arch": "x86_64", "release": "0", **product}
+    fields = "".join(f"  <{key}>{values[key]}</{key}>\n" for key in PRODUCT_FIELDS if key in values)
+    if "register_target" in values:
+        fields += f"  <register><target>{values['register_target']}</target></register>\n"
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
             "<!-- Sandbox: the base product zypper reads to expand $releasever, as on the real platform. -->\n"
             f'<product schemeversion="0">\n{fields}</product>\n')
@@ -768,7 +776,7 @@ def disguise_python(root: Path, platform: Platform) -> None:
     """On a platform whose system python3 is too old for ansible-core, the suite's real interpreter
     belongs to a python3XX package that is not installed yet: move it out of PATH (its stub package
     links it back) and make python3 a stand-in for the system one."""
-    system = platform.facts["system_python"]
+    system = sandbox_facts.system_python(platform.facts)
     if not sandbox_facts.python_too_old(platform.facts):
         return
     real = SUITE_PYTHON[platform.suite]

@@ -45,8 +45,8 @@ def gfx_repo(path: str) -> str:
 
 LOCAL = "local"
 OSS_REPOS = {pid: oss_repo(pid) for pid in PLATFORMS}
-CUDA_REPOS = {dist: cuda_repo(dist) for dist in FACTS["cuda_repos"]}
-GFX_REPOS = {path: gfx_repo(path) for path in FACTS["gfx_repos"]}
+CUDA_REPOS = {dist: cuda_repo(dist) for dist in FACTS["cuda_repos"] if dist != "keys"}
+GFX_REPOS = {path: gfx_repo(path) for path in FACTS["stub_model"]["gfx_drivers"]}
 REPOS = (*OSS_REPOS.values(), *CUDA_REPOS.values(), *GFX_REPOS.values(), LOCAL)
 SIGNING_KEY = {repo: ("opensuse" if repo.startswith("oss/") else "nvidia") for repo in REPOS}
 
@@ -146,51 +146,74 @@ def folder(path: str) -> Entry:
 
 
 # --------------------------------------------------------------------------- versions (facts.yml)
-TOOLKITS: dict[str, dict] = FACTS["cuda_toolkits"]
-CUDA_12_5 = {"release": "12.5.1", **TOOLKITS["12.5.1"]["components"],
-             "cuda_version_int": TOOLKITS["12.5.1"]["cuda_version_int"],
-             "driver": TOOLKITS["12.5.1"]["bundled_driver"]}
-CUDA_13_0 = {"release": "13.0.2", **TOOLKITS["13.0.2"]["components"],
-             "cuda_version_int": TOOLKITS["13.0.2"]["cuda_version_int"],
-             "driver": TOOLKITS["13.0.2"]["bundled_driver"]}
-WHEELS: dict[str, dict] = FACTS.get("wheels") or {}
-# Driver generations: G07 open (590 and newer), G06 (550-580; the 580 branch is the last for Maxwell,
-# Pascal and Volta). Each driver set carries the generation in its package names.
-GENERATIONS = ("G06", "G07")
-
-
-def driver_cuda_int(driver: str) -> int:
-    """The CUDA version a driver's libcuda reports (cuDriverGetVersion): the newest toolkit whose bundled
-    driver is not newer than this one."""
-    best = 0
-    for info in TOOLKITS.values():
-        if _vkey(str(info["bundled_driver"])) <= _vkey(driver):
-            best = max(best, int(info["cuda_version_int"]))
-    return best
+MODEL: dict = FACTS["stub_model"]
 
 
 def _vkey(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.replace("_", ".").split(".") if p.isdigit())
 
 
+_TK = FACTS["cuda_toolkits"]["12.5.1"]
+# CUDA 12.5.1 component versions (NVIDIA's version_12.5.1.json; the math libraries from the wheel floors
+# TensorFlow 2.21 takes from the same release) and the driver its local installer bundles
+CUDA_12_5 = {
+    "release": str(_TK["cuda"]),
+    "cuda_version_int": 12050,
+    "cudart": str(_TK["components"]["cuda_cudart"]),
+    "nvcc": str(_TK["components"]["cuda_nvcc"]),
+    "nvrtc": str(_TK["components"]["cuda_nvrtc"]),
+    "cublas": str(_TK["libraries"]["libcublas"]),
+    "cufft": str(_TK["libraries"]["libcufft"]),
+    "curand": str(_TK["libraries"]["libcurand"]),
+    "cusolver": str(_TK["libraries"]["libcusolver"]),
+    "cusparse": str(_TK["libraries"]["libcusparse"]),
+    "driver": str(_TK["driver_bundled"]["version"]),
+}
+_TK13 = FACTS["cuda_toolkits"]["13.2"]
+# CUDA 13.2 releases with the cuda-cccl build each shipped, and the oldest driver seen with them
+CUDA_13_2 = {"releases": dict(zip(map(str, _TK13["releases_seen"]), map(str, _TK13["cuda_cccl"]), strict=True)),
+             "driver": min(map(str, _TK13["driver_seen"]), key=lambda v: _vkey(v))}
+WHEELS: dict[str, dict] = {k: v for k, v in (MODEL.get("wheels") or {}).items() if isinstance(v, dict)}
+GENERATIONS = ("G06", "G07")
+
+
+# The CUDA version a driver's libcuda reports (cuDriverGetVersion), from the sourced points: CUDA 12.5
+# bundles 555.42.06, CUDA 13 needs 580.65.06 (minimum driver), CUDA 13.2 came with 595.45.04
+_CUDA_BY_DRIVER = sorted([
+    (_vkey(CUDA_12_5["driver"]), 12050),
+    (_vkey(str(FACTS["cuda_toolkits"]["minimum_driver"]["13"])), 13000),
+    (_vkey(CUDA_13_2["driver"]), 13020),
+])
+
+
+def driver_cuda_int(driver: str) -> int:
+    return max([cuda for floor, cuda in _CUDA_BY_DRIVER if floor <= _vkey(driver)], default=12000)
+
+
 def kmp_suffix(kernel: str) -> str:
-    """6.4.0-150600.21-default -> _k6.4.0_150600.21 (how SUSE's KMP versions carry the kernel)."""
+    """6.4.0_150600.23.65 -> _k6.4.0_150600.23.65 (how SUSE's KMP versions carry the kernel)."""
     return "_k" + kernel.removesuffix("-default").replace("-", "_")
 
 
-# Every driver version some repository carries, with the generation its packages are named for
-DRIVERS: dict[str, str] = {}
-for _repo in [*FACTS["cuda_repos"].values(), *FACTS["gfx_repos"].values()]:
-    for _gen, _versions in (_repo.get("drivers") or {}).items():
-        for _v in _versions:
-            DRIVERS[str(_v)] = _gen
-DRIVERS.setdefault(str(CUDA_12_5["driver"]), "G06")  # the local installer's bundled driver (555: G06)
+def _kernel_dir(kernel: str) -> str:
+    """The /lib/modules directory of a KMP build's kernel (6.4.0_150600.23.65 -> 6.4.0-150600.23.65-default)."""
+    return kernel.replace("_", "-", 1) + "-default"
 
-_CUDNN_VERSION, _CUDNN_INFO = next(iter(FACTS["cudnn"].items()))
+
+# Every driver release a repository carries, with the generation its packages are named for
+DRIVERS: dict[str, str] = {}
+for _section in ("signed_kmps", "cuda_userspace", "gfx_drivers"):
+    for _entries in MODEL[_section].values():
+        for _e in _entries:
+            DRIVERS[str(_e["driver"])] = str(_e["generation"])
+DRIVERS.setdefault(CUDA_12_5["driver"], "G06")  # the local installer's bundled driver (555: a G06 branch)
+
+# cuDNN: the release TensorFlow 2.21 was built with (its and-cuda floor), as tarball and RPMs
+_CUDNN_VERSION = str(FACTS["tensorflow"]["2.21.0"]["and_cuda"]["nvidia-cudnn-cu12"]).split(",")[0].lstrip(">=")
 _CUDNN_PARTS = [int(p) for p in _CUDNN_VERSION.split(".")]
 CUDNN = {"version": _CUDNN_VERSION, "major": _CUDNN_PARTS[0], "minor": _CUDNN_PARTS[1],
-         "patch": _CUDNN_PARTS[2], "cuda_major": int(_CUDNN_INFO["cuda_major"]),
-         "version_int": int(_CUDNN_INFO["version_int"])}
+         "patch": _CUDNN_PARTS[2], "cuda_major": 12,
+         "version_int": _CUDNN_PARTS[0] * 10000 + _CUDNN_PARTS[1] * 100 + _CUDNN_PARTS[2]}
 CUDNN_LIBS = (
     "libcudnn",
     "libcudnn_graph",
@@ -241,13 +264,6 @@ def _libraries() -> dict[str, Library]:
         "cusolver-12.5": _math_lib("STUB_CUSOLVER", "libcusolver.so.11", "libcusolver.so", c["cusolver"]),
         "cusparse-12.5": _math_lib("STUB_CUSPARSE", "libcusparse.so.12", "libcusparse.so", c["cusparse"]),
         "nvrtc-12.5": _math_lib("STUB_NVRTC", "libnvrtc.so.12", "libnvrtc.so", c["nvrtc"]),
-        "cudart-13.0": Library(
-            "cudart.c",
-            "libcudart.so.13",
-            f"libcudart.so.{CUDA_13_0['cudart']}",
-            CUDA_13_0["cudart"],
-            (("STUB_CUDART_VERSION", str(CUDA_13_0["cuda_version_int"])),),
-        ),
     }
     # The CUDA 12.5 runtime is NVIDIA's own libcudart from the nvidia-cuda-runtime-cu12 wheel of the same
     # release when facts.yml names it (the doctor's runtime probes then run NVIDIA's code), else the stub.
@@ -641,63 +657,43 @@ def _cuda_12_5(repos: frozenset[str]) -> list[Package]:
     return pkgs
 
 
-def _cuda_13_0(repos: frozenset[str]) -> list[Package]:
-    """Only enough of CUDA 13.0 to show that plain `cuda` (and `cuda-toolkit-config-common`) now
-    resolve to CUDA 13, as in NVIDIA's real repo; not in the 12.5 local installer."""
-    c = CUDA_13_0
-    mm, dashed = "13.0", "13-0"
+def _cuda_13_2(release: str, repos: frozenset[str]) -> list[Package]:
+    """Only CUDA 13.2's meta-packages and its cuda-cccl build: enough to show that plain `cuda` now follows
+    CUDA 13, as in NVIDIA's repositories; its libraries (CUDA 13 sonames) are not modelled."""
+    mm, dashed = "13.2", "13-2"
     root = _cuda_root(mm)
-    tlib = f"{root}/targets/x86_64-linux/lib"
-    rel = c["release"]
-    cfg = (
-        f"cuda-toolkit-{dashed}-config-common",
-        "cuda-toolkit-13-config-common",
-        "cuda-toolkit-config-common",
-    )
-    pkgs = _config_common(mm, c["cudart"], 130, repos)
-    pkgs += [
+    cccl = CUDA_13_2["releases"][release]
+    return [
         Package(
-            f"cuda-cudart-{dashed}",
-            c["cudart"],
-            "CUDA Runtime native Libraries",
+            f"cuda-cccl-{dashed}",
+            cccl,
+            "CUDA CCCL (the one CUDA 13.2 component modelled)",
             repos,
-            requires=cfg,
-            description=(
-                f"libcudart.so.{c['cudart']} is NVIDIA's own, unchanged, from the nvidia-cuda-runtime-cu12 "
-                f"{c['cudart']} wheel on PyPI." if LIBRARIES["cudart-12.5"].source == "wheel" else ""),
-            entries=(
-                *_versioned_lib(tlib, "cudart-13.0"),
-                folder(f"{root}/targets/x86_64-linux/include"),
-                link(f"{root}/lib64", "targets/x86_64-linux/lib"),
-                link(f"{root}/include", "targets/x86_64-linux/include"),
-            ),
-            post=LDCONFIG,
-            postun=LDCONFIG,
+            entries=(folder(root), folder(f"{root}/include")),
+            description="Holds only the toolkit directory: the sandbox does not model CUDA 13's libraries.",
         ),
         Package(
             f"cuda-toolkit-{dashed}",
-            rel,
-            f"CUDA Toolkit {mm} meta-package (sandbox: cudart only)",
+            release,
+            f"CUDA Toolkit {mm} meta-package (sandbox: cuda-cccl only)",
             repos,
-            requires=(f"cuda-cudart-{dashed} >= {c['cudart']}", *cfg),
-            entries=(text(f"{root}/version.json", _version_json(rel, {"cuda_cudart": c["cudart"]})),),
+            requires=(f"cuda-cccl-{dashed} = {cccl}",),
         ),
         Package(
             f"cuda-{dashed}",
-            rel,
+            release,
             f"CUDA {mm} meta-package (toolkit and driver)",
             repos,
-            requires=(f"cuda-toolkit-{dashed} >= {rel}", f"cuda-drivers >= {c['driver']}"),
+            requires=(f"cuda-toolkit-{dashed} >= {release}", f"cuda-drivers >= {CUDA_13_2['driver']}"),
         ),
         Package(
             "cuda",
-            rel,
+            release,
             "CUDA meta-package (follows the newest CUDA release)",
             repos,
-            requires=(f"cuda-{dashed} >= {rel}",),
+            requires=(f"cuda-{dashed} >= {release}",),
         ),
     ]
-    return pkgs
 
 
 def _nvcc_script(version: str) -> str:
@@ -751,7 +747,9 @@ KMP_NAMES = tuple(
 )
 
 
-def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str], provides: str) -> Package:
+def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str], provides: str,
+         vendor: str = NVIDIA_VENDOR) -> Package:
+    kdir = _kernel_dir(kernel)
     return Package(
         name,
         f"{driver}{kmp_suffix(kernel)}",
@@ -760,12 +758,21 @@ def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str
         provides=(f"{provides} = {driver}",),
         conflicts=tuple(n for n in KMP_NAMES if n != name),
         entries=(
-            folder(f"/lib/modules/{kernel}"),
-            folder(f"/lib/modules/{kernel}/updates"),
-            text(f"/lib/modules/{kernel}/updates/nvidia.ko", f"sandbox stub: not a kernel module ({name} {driver})\n"),
+            folder(f"/lib/modules/{kdir}"),
+            folder(f"/lib/modules/{kdir}/updates"),
+            text(f"/lib/modules/{kdir}/updates/nvidia.ko", f"sandbox stub: not a kernel module ({name} {driver})\n"),
         ),
-        description=f"The module file is a placeholder for kernel {kernel}; it cannot be loaded.",
+        description=f"The module file is a placeholder for kernel {kdir}; it cannot be loaded.",
+        vendor=vendor,
     )
+
+
+def _signed_kmp(driver: str, gen: str, kernel: str, repos: frozenset[str]) -> Package:
+    """SUSE's secure-boot signed open kmp, built for the CUDA repository's user space, shipped in the
+    distribution's own repositories."""
+    return _kmp(f"nvidia-open-driver-{gen}-signed-cuda-kmp-default", driver, kernel,
+                f"NVIDIA open kernel module driver, {gen}, signed, for the CUDA repository's user space", repos,
+                f"nvidia-open-driver-{gen}-signed-cuda-kmp", vendor="SUSE LLC")
 
 
 def _userspace(driver: str, gen: str, repos: frozenset[str]) -> list[Package]:
@@ -788,16 +795,15 @@ def _userspace(driver: str, gen: str, repos: frozenset[str]) -> list[Package]:
             requires=(f"nvidia-compute-{gen} = {driver}",),
             entries=(text("/usr/bin/nvidia-smi", NVIDIA_SMI_SCRIPT, 0o755),),
         ),
+        Package(f"nvidia-video-{gen}", driver, "NVIDIA graphics driver user space", repos,
+                requires=(f"nvidia-compute-{gen} = {driver}",), description="Files-free in the sandbox."),
     ]
 
 
-def _cuda_repo_driver_set(driver: str, gen: str, kernel: str, repos: frozenset[str]) -> list[Package]:
-    """A driver release in NVIDIA's CUDA repository: SUSE's signed open kmp built for it (G06 open for
-    550-580, G07 from 590), the user space at the same version, persistenced and cuda-drivers."""
-    kmp = f"nvidia-open-driver-{gen}-signed-cuda-kmp-default"
+def _cuda_repo_driver_set(driver: str, gen: str, repos: frozenset[str]) -> list[Package]:
+    """A driver release in NVIDIA's CUDA repository: the user space SUSE's signed kmp is meant for,
+    persistenced, NVIDIA's own DKMS module package (which SUSE advises to lock) and cuda-drivers."""
     return [
-        _kmp(kmp, driver, kernel, f"NVIDIA open kernel module driver, {gen} (CUDA repository build)", repos,
-             f"nvidia-open-driver-{gen}-signed-cuda-kmp"),
         *_userspace(driver, gen, repos),
         Package(
             "nvidia-persistenced",
@@ -807,12 +813,21 @@ def _cuda_repo_driver_set(driver: str, gen: str, kernel: str, repos: frozenset[s
             entries=(text("/usr/bin/nvidia-persistenced", _persistenced_script(driver), 0o755),),
         ),
         Package(
+            f"nvidia-open-driver-{gen}",
+            driver,
+            f"NVIDIA open kernel module driver, {gen}, built on the host by DKMS",
+            repos,
+            conflicts=KMP_NAMES,
+            entries=(text(f"/usr/src/nvidia-open-{driver}/README", "sandbox stub: no module sources\n"),),
+            description="The DKMS route SUSE advises against (zypper addlock) on secure-boot machines.",
+        ),
+        Package(
             "cuda-drivers",
             driver,
             "CUDA driver meta-package",
             repos,
             requires=(
-                f"nvidia-open-driver-{gen}-signed-cuda-kmp = {driver}",
+                f"nvidia-open-driver-{gen} = {driver}",
                 f"nvidia-compute-utils-{gen} = {driver}",
                 f"nvidia-persistenced = {driver}",
             ),
@@ -820,33 +835,33 @@ def _cuda_repo_driver_set(driver: str, gen: str, kernel: str, repos: frozenset[s
     ]
 
 
-def _gfx_driver_set(driver: str, gen: str, kernel: str, repos: frozenset[str]) -> list[Package]:
+def _gfx_driver_set(driver: str, gen: str, kernel: str, proprietary: bool, repos: frozenset[str]) -> list[Package]:
     """A driver release in NVIDIA's graphics repository: G07 is the open signed kmp with its meta package;
-    G06 is the proprietary kmp (what Maxwell, Pascal and Volta GPUs need)."""
+    G06 proprietary is the kmp Maxwell, Pascal and Volta GPUs need."""
     pkgs = [*_userspace(driver, gen, repos),
             Package(f"nvidia-gl-{gen}", driver, "NVIDIA OpenGL libraries for OpenGL acceleration", repos,
                     requires=(f"nvidia-compute-{gen} = {driver}",), description="Files-free in the sandbox.")]
-    if gen == "G07":
-        kmp = f"nvidia-open-driver-{gen}-signed-kmp-default"
-        pkgs += [
-            _kmp(kmp, driver, kernel, f"NVIDIA open kernel module driver, {gen}", repos,
-                 f"nvidia-open-driver-{gen}-signed-kmp"),
-            Package(
-                f"nvidia-open-driver-{gen}-signed-kmp-meta",
-                driver,
-                f"Meta package for the {gen} open driver",
-                repos,
-                requires=(
-                    f"nvidia-open-driver-{gen}-signed-kmp = {driver}",
-                    f"nvidia-compute-utils-{gen} = {driver}",
-                    f"nvidia-gl-{gen} = {driver}",
-                ),
-            ),
-        ]
-    else:
+    if proprietary:
         pkgs.append(_kmp(f"nvidia-driver-{gen}-kmp-default", driver, kernel,
                          f"NVIDIA proprietary kernel module driver, {gen}", repos, f"nvidia-driver-{gen}-kmp"))
-    return pkgs
+        return pkgs
+    kmp = f"nvidia-open-driver-{gen}-signed-kmp-default"
+    return [
+        *pkgs,
+        _kmp(kmp, driver, kernel, f"NVIDIA open kernel module driver, {gen}", repos,
+             f"nvidia-open-driver-{gen}-signed-kmp"),
+        Package(
+            f"nvidia-open-driver-{gen}-signed-kmp-meta",
+            driver,
+            f"Meta package for the {gen} open driver",
+            repos,
+            requires=(
+                f"nvidia-open-driver-{gen}-signed-kmp = {driver}",
+                f"nvidia-compute-utils-{gen} = {driver}",
+                f"nvidia-gl-{gen} = {driver}",
+            ),
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- cuDNN
@@ -918,44 +933,59 @@ def _cudnn(repos: frozenset[str]) -> list[Package]:
 # files-free and empty (nothing of it can be exercised in the sandbox).
 DEBIAN_PAYLOAD_MAP: dict[str, dict[str, tuple[str, ...]]] = {
     "bookworm": {
-        "openSUSE-release": ("base-files",), "SLES-release": ("base-files",),
-        "python3-base": ("python3",), "python3": ("python3",),
+        "python3": ("python3",),
         "python311-base": ("python3.11", "python3.11-venv"), "python311": ("python3.11",),
         "python311-devel": ("python3.11-dev",), "python311-pip": ("python3-pip",),
-        "python311-setuptools": ("python3-setuptools",),
         "libopenblas_pthreads0": ("libopenblas0-pthread",), "openblas-common-devel": ("libopenblas-dev",),
         "libopenblas_pthreads-devel": ("libopenblas-pthread-dev",),
         "libhdf5-103": ("libhdf5-103-1",), "libhdf5_hl100": ("libhdf5-hl-100",), "hdf5": ("hdf5-tools",),
         "hdf5-devel": ("libhdf5-dev",),
-        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",), "pciutils": ("pciutils",), "tar": ("tar",),
-        "xz": ("xz-utils",), "gzip": ("gzip",), "which": ("debianutils",), "curl": ("curl",),
-        "ca-certificates-mozilla": ("ca-certificates",),
+        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",),
     },
     "trixie": {
-        "openSUSE-release": ("base-files",), "Leap-release": ("base-files",), "SLES-release": ("base-files",),
         "python313-base": ("python3.13", "python3.13-venv"), "python313": ("python3.13",),
         "python313-devel": ("python3.13-dev",), "python313-pip": ("python3-pip",),
         "libopenblas_pthreads0": ("libopenblas0-pthread",), "openblas-common-devel": ("libopenblas-dev",),
         "libopenblas_pthreads-devel": ("libopenblas-pthread-dev",),
-        "libhdf5-310": ("libhdf5-310",), "libhdf5_hl310": ("libhdf5-hl-310",), "hdf5": ("hdf5-tools",),
-        "hdf5-devel": ("libhdf5-dev",),
-        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",), "pciutils": ("pciutils",), "tar": ("tar",),
-        "xz": ("xz-utils",), "gzip": ("gzip",), "which": ("debianutils",), "curl": ("curl",),
-        "ca-certificates-mozilla": ("ca-certificates",),
+        # the HDF5 runtime library comes in through hdf5/hdf5-devel, as facts.yml models for 16.x
+        "hdf5": ("hdf5-tools", "libhdf5-310", "libhdf5-hl-310"), "hdf5-devel": ("libhdf5-dev",),
+        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",),
     },
 }
-# Packages that own openSUSE's name of an interpreter which, on the 15.x platforms, sandboxctl moves out
-# of PATH until the package is installed (python311-base -> /usr/bin/python3.11)
-_INTERPRETER_OF = {f"python{v.replace('.', '')}-base": v for v in _facts.SUITE_PYTHON.values()}
+# facts.yml names the package but not its version: version 0, and a release naming the platform (so two
+# platforms' stubs are never taken for the same build)
+UNMODELLED_VERSION = "0"
+
+
+def _oss_names(pf: dict) -> list[tuple[str, str]]:
+    """(package, version or '') of the base OS packages a platform's stub repository carries: the system
+    Python, the packaged Python the sandbox's suite can really run (with openSUSE's subpackages), and the
+    numeric libraries and build tools facts.yml names."""
+    suite_python = _facts.SUITE_PYTHON[_facts.suite_for(pf)]
+    system = pf["python"]["system"]
+    out = [(str(system["package"]), str(system["version"]))]
+    for item in [system, *(pf["python"].get("packaged") or [])]:
+        if str(item.get("model", "")) == "not available" or str(item["version"]) != suite_python:
+            continue  # an interpreter the sandbox cannot run is not offered (a sandbox limit, not a fact)
+        base = f"python{suite_python.replace('.', '')}"
+        # python3XX-pip is built from python-pip: its version is pip's, which facts.yml does not name
+        out += [(f"{base}{suffix}", "" if suffix == "-pip" else str(item["version"]))
+                for suffix in MODEL["python_subpackages"]["names"]]
+    numeric = pf["numeric"]
+    hdf5_version = str(numeric["hdf5"].get("version", ""))
+    out += [(name, "") for name in numeric["openblas"]]
+    out += [(name, hdf5_version) for name in numeric["hdf5"]["packages"]]
+    out += [(name, "") for name in pf["build_tools"]["packages"]]
+    return list(dict.fromkeys(out))
 
 
 def _oss_packages(pid: str, pf: dict) -> list[Package]:
     suite = _facts.suite_for(pf)
     payload = DEBIAN_PAYLOAD_MAP[suite]
     hides = _facts.python_too_old(pf)
+    venv_python = _facts.venv_python(pf)
     out = []
-    for item in pf["packages"]:
-        name = str(item["name"])
+    for name, version in _oss_names(pf):
         debian = payload.get(name, ())
         entries: tuple[Entry, ...] = ()
         if debian:
@@ -963,18 +993,24 @@ def _oss_packages(pid: str, pf: dict) -> list[Package]:
                     f"{', '.join(debian)} preinstalled in the sandbox chroot.")
         else:
             note = "Files-free and empty in the sandbox (nothing of it can be exercised there)."
-        version = _INTERPRETER_OF.get(name)
-        if hides and version and version == _facts.venv_python(pf):
+        if hides and name == f"python{venv_python.replace('.', '')}-base":
             # The one file of the package: openSUSE's interpreter path, linked to the hidden real one
-            entries = (link(f"/usr/bin/python{version}", f"{SANDBOX_LIBEXEC}/python{version}"),)
-            note = (f"Ships /usr/bin/python{version}, a link to the sandbox's real interpreter (Debian's "
+            entries = (link(f"/usr/bin/python{venv_python}", f"{SANDBOX_LIBEXEC}/python{venv_python}"),)
+            note = (f"Ships /usr/bin/python{venv_python}, a link to the sandbox's real interpreter (Debian's "
                     f"{', '.join(debian)}), which is out of PATH until this package is installed.")
+        requires: tuple[str, ...] = ()
+        stem = name.split("-")[0]
+        if stem != "python3" and stem.startswith("python3") and not name.endswith("-base"):
+            requires = (f"{stem}-base",)  # python311, -devel, -pip need the interpreter
+        if version:
+            rpm_version, release = version, "1"
+        else:
+            rpm_version, release = UNMODELLED_VERSION, f"0.{pid}"
+            note += " facts.yml names the package but not its version."
         out.append(Package(
-            name, str(item["version"]), str(item.get("summary") or name), frozenset({oss_repo(pid)}),
-            release=str(item.get("release") or "1"), arch=str(item.get("arch") or "x86_64"),
-            requires=tuple(item.get("requires") or ()), provides=tuple(item.get("provides") or ()),
-            entries=entries, description=note, vendor=str(item.get("vendor") or OSS_VENDOR),
-            license="SUSE-Public-Domain", debian=debian,
+            name, rpm_version, name, frozenset({oss_repo(pid)}), release=release,
+            arch="noarch" if name.endswith("-pip") else "x86_64", requires=requires,
+            entries=entries, description=note, vendor=OSS_VENDOR, license="SUSE-Public-Domain", debian=debian,
         ))
     return out
 
@@ -1004,31 +1040,41 @@ def _build_catalogue() -> tuple[Package, ...]:
     cat = _Catalogue()
     for pid, pf in PLATFORMS.items():
         cat.add(_oss_packages(pid, pf))
-    by_release: dict[str, set[str]] = {}
-    cudnn_repos: set[str] = set()
-    for dist, repo in FACTS["cuda_repos"].items():
-        for release in repo.get("toolkits") or []:
+    for pid, kmps in MODEL["signed_kmps"].items():
+        for k in kmps:
+            cat.add([_signed_kmp(str(k["driver"]), str(k["generation"]), str(k["kernel"]),
+                                 frozenset({oss_repo(pid)}))])
+    for dist, sets in MODEL["cuda_userspace"].items():
+        for d in sets:
+            cat.add(_cuda_repo_driver_set(str(d["driver"]), str(d["generation"]), frozenset({cuda_repo(dist)})))
+    # NVIDIA's local installer of the original procedure: CUDA 12.5.1 with its bundled driver's user space
+    cat.add(_cuda_repo_driver_set(CUDA_12_5["driver"], DRIVERS[CUDA_12_5["driver"]], frozenset({LOCAL})))
+    by_release: dict[str, set[str]] = {CUDA_12_5["release"]: {LOCAL}}
+    for dist, releases in MODEL["toolkits"].items():
+        for release in releases:
             by_release.setdefault(str(release), set()).add(cuda_repo(dist))
-        if repo.get("cudnn"):
-            cudnn_repos.add(cuda_repo(dist))
-        for gen, versions in (repo.get("drivers") or {}).items():
-            for driver in versions:
-                cat.add(_cuda_repo_driver_set(str(driver), gen, str(repo["kernel"]), frozenset({cuda_repo(dist)})))
-    # NVIDIA's local installer of the original procedure: CUDA 12.5.1 with its bundled driver, for opensuse15
-    by_release.setdefault("12.5.1", set()).add(LOCAL)
-    local_kernel = str(FACTS["cuda_repos"]["opensuse15"]["kernel"])
-    cat.add(_cuda_repo_driver_set(str(CUDA_12_5["driver"]), DRIVERS[str(CUDA_12_5["driver"])], local_kernel,
-                                  frozenset({LOCAL})))
-    builders = {"12.5.1": _cuda_12_5, "13.0.2": _cuda_13_0}
     for release, repos in by_release.items():
-        cat.add(builders[release](frozenset(repos)))
+        if release == CUDA_12_5["release"]:
+            cat.add(_cuda_12_5(frozenset(repos)))
+        else:
+            cat.add(_cuda_13_2(release, frozenset(repos)))
+    cudnn_repos = {cuda_repo(d) for d, versions in MODEL["cudnn_rpms"].items() if CUDNN["version"] in versions}
     if cudnn_repos:
         cat.add(_cudnn(frozenset(cudnn_repos)))
-    for path, repo in FACTS["gfx_repos"].items():
-        for gen, versions in (repo.get("drivers") or {}).items():
-            for driver in versions:
-                cat.add(_gfx_driver_set(str(driver), gen, str(repo["kernel"]), frozenset({gfx_repo(path)})))
+    for path, sets in MODEL["gfx_drivers"].items():
+        kernel = str(MODEL["signed_kmps"][_gfx_platform(path)][-1]["kernel"])
+        for d in sets:
+            cat.add(_gfx_driver_set(str(d["driver"]), str(d["generation"]), kernel, bool(d.get("proprietary")),
+                                    frozenset({gfx_repo(path)})))
     return tuple(sorted(cat.by_nvr.values(), key=lambda p: (p.name, _vkey(p.version), p.release)))
+
+
+def _gfx_platform(path: str) -> str:
+    """The platform whose graphics repository `path` is (its kmps are built for that platform's kernel)."""
+    for pid, pf in PLATFORMS.items():
+        if str(pf["gfx_repo"]["path"]).strip("/") == path.strip("/"):
+            return pid
+    raise ValueError(f"gfx repository {path} belongs to no platform in facts.yml")
 
 
 PACKAGES: tuple[Package, ...] = _build_catalogue()
@@ -1052,8 +1098,8 @@ LOCAL_INSTALLER = {
 }
 
 # NVIDIA's repo file of each CUDA repository directory
-CUDA_REPO_FILES = {dist: {"dir": cuda_repo(dist), "repo_id": f"cuda-{dist}-x86_64", "repo_file": f"cuda-{dist}.repo"}
-                   for dist in FACTS["cuda_repos"]}
+CUDA_REPO_FILES = {dist: {"dir": cuda_repo(dist), "repo_id": f"cuda-{dist}-x86_64",
+                          "repo_file": str(FACTS["cuda_repos"][dist]["repo_file"])} for dist in CUDA_REPOS}
 
 CUDNN_ARCHIVES = {
     # Current layout (cuDNN >= 8.3): <top>/{include,lib,LICENSE}

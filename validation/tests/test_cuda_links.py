@@ -12,6 +12,9 @@ import re
 
 import pytest
 
+# cuDNN and the links go into the system CUDA tree only where TensorFlow uses it
+pytestmark = pytest.mark.usefixtures("system_cuda_only")
+
 MANIFEST = "/var/lib/opensuse-gpu-stack/manifest-cuda_links.json"
 LOADER_CONF = "/etc/ld.so.conf.d/opensuse-gpu-stack-cuda-links.conf"
 

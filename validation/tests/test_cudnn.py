@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# cuDNN and the links go into the system CUDA tree only where TensorFlow uses it
+pytestmark = pytest.mark.usefixtures("system_cuda_only")
+
 MANIFEST = "/var/lib/opensuse-gpu-stack/manifest-cudnn.json"
 VERSIONS = Path(__file__).resolve().parents[2] / "inventory" / "group_vars" / "all" / "versions.yml"
 # Headers and sub-libraries per cuDNN major (NVIDIA's archive contents)
