@@ -604,7 +604,9 @@ class Builder:
         actual = sha256_file(path)
         if actual != info["sha256"]:
             path.unlink()
-            raise BuildError(f"{info['file']} has sha256 {actual}, facts.yml says {info['sha256']}: not using it")
+            raise BuildError(
+                f"{info['file']} has sha256 {actual}, facts.yml says {info['sha256']}: not using it"
+            )
         return path
 
     def extract_from_wheel(self, key: str, target: Path) -> None:
@@ -980,7 +982,9 @@ def missing_tools() -> list[str]:
 
 def build_into(out: Path, mount_point: str, force: bool, jobs: int) -> dict[str, object]:
     digest = inputs_digest(
-        [Path(__file__).resolve(), HERE / "facts.py", STUBS, KEYS], HERE.parent, extra=f"mount_point={mount_point}"
+        [Path(__file__).resolve(), HERE / "facts.py", STUBS, KEYS],
+        HERE.parent,
+        extra=f"mount_point={mount_point}",
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out.parent / f".{out.name}.lock"):

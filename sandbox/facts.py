@@ -36,9 +36,12 @@ def check_sources(data: dict) -> list[str]:
     sources = data.get("sources")
     if not isinstance(sources, dict) or not sources:
         return ["no `sources:` map at the top level"]
-    problems = [f"sources.{sid} has neither url nor located_by" for sid, entry in sources.items()
-                if not isinstance(entry, dict) or not (entry.get("url") or entry.get("located_by")
-                                                       or sid == "unconfirmed")]
+    problems = [
+        f"sources.{sid} has neither url nor located_by"
+        for sid, entry in sources.items()
+        if not isinstance(entry, dict)
+        or not (entry.get("url") or entry.get("located_by") or sid == "unconfirmed")
+    ]
     for path, mapping in _walk({k: v for k, v in data.items() if k != "sources"}, ""):
         refs = mapping.get("source")
         for ref in refs if isinstance(refs, list) else [refs] if refs is not None else []:
@@ -107,8 +110,10 @@ def venv_python(pf: dict) -> str:
     for version in sorted((_xy(p["version"]) for p in packaged), reverse=True):
         if version in SUITE_PYTHON.values():
             return version
-    raise FactsError(f"{pf.get('name')}: no Python the sandbox can provide among its system Python {system}"
-                     f" and packaged {[p.get('package') for p in packaged]}")
+    raise FactsError(
+        f"{pf.get('name')}: no Python the sandbox can provide among its system Python {system}"
+        f" and packaged {[p.get('package') for p in packaged]}"
+    )
 
 
 def suite_for(pf: dict) -> str:

@@ -21,6 +21,7 @@ no mount rights, no Debian mirror, base not built).
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import contextlib
 import dataclasses
@@ -46,6 +47,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `sandbox.facts` impo
     sys.path.insert(0, str(REPO_ROOT))
 
 from sandbox import facts as sandbox_facts  # noqa: E402  (needs the repository root on sys.path)
+
 # Debian/openSUSE-compatible path of the CA bundle pip reads (copied from the machine into each host)
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -53,7 +55,8 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 # The platform a host gets when neither --platform nor its name says
 DEFAULT_PLATFORM = "leap156"
-# Environment for every command run inside a chroot: the caller's environment must not leak in (trap 7).
+# Environment for every command run inside a chroot: the caller's environment must not leak in (a stray
+# GNUPGHOME broke rpm key import inside the chroot).
 CHROOT_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -63,7 +66,11 @@ CHROOT_ENV = {
 # Host tools the sandbox needs, with the Debian package that ships each.
 HOST_TOOLS_BASE = {"debootstrap": "debootstrap", "chroot": "coreutils", "mount": "mount", "umount": "mount"}
 HOST_TOOLS_REPOS = {
-    "rpmbuild": "rpm", "rpmsign": "rpm", "createrepo_c": "createrepo-c", "gpg": "gnupg", "gcc": "gcc",
+    "rpmbuild": "rpm",
+    "rpmsign": "rpm",
+    "createrepo_c": "createrepo-c",
+    "gpg": "gnupg",
+    "gcc": "gcc",
 }
 
 HOST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -96,7 +103,7 @@ class Layout:
         return self.repo_root / ".cache" / "sandbox"
 
     def suite_link(self, suite: str) -> Path:
-        # Symlink to the current suite-<suite>-<digest>; hosts keep their own layers pinned until they go down.
+        # Symlink to the current suite-<suite>-<digest>; hosts keep their layers pinned until they go down.
         return self.cache / f"suite-{suite}"
 
     def suite_dir(self, suite: str, digest: str) -> Path:
@@ -119,6 +126,12 @@ class Layout:
     @property
     def debs(self) -> Path:
         return self.cache / "debs"
+
+    @property
+    def wheelhouse(self) -> Path:
+        # The ML virtualenv's pinned wheels (tools/wheelhouse.py, make wheelhouse), kept by `clean` like the
+        # pip cache: every host installs TensorFlow from it without downloading it again
+        return self.repo_root / ".cache" / "wheelhouse"
 
     @property
     def pip_cache(self) -> Path:
@@ -211,8 +224,12 @@ def run_cmd(
             out_kw = {}
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL, env=env,
-                text=True, start_new_session=True, **out_kw,
+                argv,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                env=env,
+                text=True,
+                start_new_session=True,
+                **out_kw,
             )
         except (FileNotFoundError, PermissionError) as exc:
             return subprocess.CompletedProcess(argv, 127, "", str(exc))
@@ -324,10 +341,21 @@ def render_inventory(hosts: dict[str, tuple[Path | str, str]], comment: str) -> 
 
 # The private /dev of a host: what a chroot needs (character devices as on any Linux, by major/minor),
 # never the machine's own device nodes.
-DEV_NODES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
-             ("tty", 5, 0))
-DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+DEV_NODES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
 
 
 def host_mount_plan(layout: Layout, name: str, lowers: Sequence[Path]) -> list[list[str]]:
@@ -351,11 +379,19 @@ def host_mount_plan(layout: Layout, name: str, lowers: Sequence[Path]) -> list[l
         ["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", str(merged / "sys")],
         ["mount", "-t", "tmpfs", "-o", "nosuid,noexec,mode=0755,size=1m", "sandbox-dev", str(merged / "dev")],
         # a new devpts instance: the chroot's ptys are its own
-        ["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec", "devpts",
-         str(merged / "dev/pts")],
+        [
+            "mount",
+            "-t",
+            "devpts",
+            "-o",
+            "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec",
+            "devpts",
+            str(merged / "dev/pts"),
+        ],
         ["mount", "-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "sandbox-shm", str(merged / "dev/shm")],
         ["mount", "-o", "bind,ro", str(layout.repos), str(merged / "srv/sandbox-repos")],
         ["mount", "--bind", str(layout.pip_cache), str(merged / "var/cache/sandbox-pip")],
+        ["mount", "-o", "bind,ro", str(layout.wheelhouse), str(merged / "srv/sandbox-wheelhouse")],
     ]
 
 
@@ -440,6 +476,7 @@ def safe_rmtree(path: Path) -> None:
                 raise
             time.sleep(1)  # a process that was just stopped may still have been writing there
 
+
 # --------------------------------------------------------------------------------------------------
 # Platforms
 
@@ -470,13 +507,16 @@ def version_key(version: str) -> tuple[int, ...]:
 def load_platforms() -> dict[str, Platform]:
     try:
         data = sandbox_facts.platforms()
-        return {name: Platform(name, str(pf["name"]), sandbox_facts.suite_for(pf), pf) for name, pf in data.items()}
+        return {
+            name: Platform(name, str(pf["name"]), sandbox_facts.suite_for(pf), pf)
+            for name, pf in data.items()
+        }
     except sandbox_facts.FactsError as exc:
         raise EnvironmentProblem(str(exc)) from exc
 
 
 def platform_for_host(name: str, requested: str | None, platforms: dict[str, Platform]) -> Platform:
-    """--platform if given, else the platform whose id starts the host name (tumbleweed-2), else the default."""
+    """--platform if given, else the platform whose id starts the host name (tumbleweed-2), else default."""
     if requested:
         if requested not in platforms:
             raise EnvironmentProblem(f"unknown platform {requested!r}; choose one of {', '.join(platforms)}")
@@ -545,8 +585,22 @@ SUITE_PYTHON = sandbox_facts.SUITE_PYTHON
 # (python3-rpm for package_facts, gpg for rpm_key), the real Python with venv/ensurepip, and the usual
 # payload of the base OS stubs. `build_repos.py --debian-packages --suite S` adds the rest of that payload.
 COMMON_PACKAGES = (
-    "python3", "python3-venv", "python3-rpm", "zypper", "rpm", "gpg", "xz-utils", "bzip2", "pciutils",
-    "ca-certificates", "libopenblas0-pthread", "libopenblas-dev", "libhdf5-dev", "gcc", "g++", "make",
+    "python3",
+    "python3-venv",
+    "python3-rpm",
+    "zypper",
+    "rpm",
+    "gpg",
+    "xz-utils",
+    "bzip2",
+    "pciutils",
+    "ca-certificates",
+    "libopenblas0-pthread",
+    "libopenblas-dev",
+    "libhdf5-dev",
+    "gcc",
+    "g++",
+    "make",
 )
 SUITE_PACKAGES = {
     "bookworm": ("python3.11", "python3.11-venv", "python3.11-dev"),
@@ -560,7 +614,15 @@ def build_mounts(rootfs: Path, layout: Layout, with_repos: bool) -> list[list[st
         ["mount", "-t", "proc", "proc", str(rootfs / "proc")],
         ["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(rootfs / "sys")],
         ["mount", "-t", "tmpfs", "-o", "nosuid,noexec,mode=0755,size=1m", "sandbox-dev", str(rootfs / "dev")],
-        ["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts", str(rootfs / "dev/pts")],
+        [
+            "mount",
+            "-t",
+            "devpts",
+            "-o",
+            "newinstance,ptmxmode=0666,mode=0620",
+            "devpts",
+            str(rootfs / "dev/pts"),
+        ],
     ]
     if with_repos:
         plan.append(["mount", "-o", "bind,ro", str(layout.repos), str(rootfs / "srv/sandbox-repos")])
@@ -605,8 +667,9 @@ def _link_debs(src: Path, dst: Path) -> None:
             shutil.copy2(deb, target)
 
 
-def bootstrap_suite(rootfs: Path, layout: Layout, suite: str, mirror: str, packages: Sequence[str],
-                    log: Path) -> None:
+def bootstrap_suite(
+    rootfs: Path, layout: Layout, suite: str, mirror: str, packages: Sequence[str], log: Path
+) -> None:
     """debootstrap + apt-get install of `packages`, apt caches dropped afterwards."""
     archives = rootfs / "var/cache/apt/archives"
     debs = layout.debs / suite
@@ -623,8 +686,12 @@ def bootstrap_suite(rootfs: Path, layout: Layout, suite: str, mirror: str, packa
     shutil.copyfile("/etc/resolv.conf", resolv)
     with mounted(build_mounts(rootfs, layout, with_repos=False), rootfs):
         must(chroot_cmd(rootfs, "apt-get", "update"), "apt-get update", env=env, log=log)
-        must(chroot_cmd(rootfs, "apt-get", "install", "-y", "--no-install-recommends", *packages),
-             "apt-get install", env=env, log=log)
+        must(
+            chroot_cmd(rootfs, "apt-get", "install", "-y", "--no-install-recommends", *packages),
+            "apt-get install",
+            env=env,
+            log=log,
+        )
         _link_debs(archives, debs)
         must(chroot_cmd(rootfs, "apt-get", "clean"), "apt-get clean", env=env, log=log)
     policy.unlink()
@@ -748,12 +815,26 @@ def opensuse_key(layout: Layout) -> tuple[dict, Path]:
 
 def os_release_text(facts_os_release: dict) -> str:
     """/etc/os-release from the platform's facts (upper-case keys only: the rest describes the fact)."""
-    return "".join(f"{key}={json.dumps(str(value))}\n" for key, value in facts_os_release.items() if key.isupper())
+    return "".join(
+        f"{key}={json.dumps(str(value))}\n" for key, value in facts_os_release.items() if key.isupper()
+    )
 
 
 # <product> elements zypper and SUSEConnect read, in the order SUSE's .prod files have them
-PRODUCT_FIELDS = ("vendor", "name", "version", "baseversion", "patchlevel", "release", "arch", "productline",
-                  "summary", "shortsummary", "cpeid", "codestream")
+PRODUCT_FIELDS = (
+    "vendor",
+    "name",
+    "version",
+    "baseversion",
+    "patchlevel",
+    "release",
+    "arch",
+    "productline",
+    "summary",
+    "shortsummary",
+    "cpeid",
+    "codestream",
+)
 
 
 def baseproduct_xml(product: dict) -> str:
@@ -761,15 +842,33 @@ def baseproduct_xml(product: dict) -> str:
     fields = "".join(f"  <{key}>{values[key]}</{key}>\n" for key in PRODUCT_FIELDS if key in values)
     if "register_target" in values:
         fields += f"  <register><target>{values['register_target']}</target></register>\n"
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            "<!-- Sandbox: the base product zypper reads to expand $releasever, as on the real platform. -->\n"
-            f'<product schemeversion="0">\n{fields}</product>\n')
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<!-- Sandbox: the base product zypper reads to expand $releasever, as on the real platform. -->\n"
+        f'<product schemeversion="0">\n{fields}</product>\n'
+    )
 
 
 def oss_repo_file(platform: Platform) -> str:
-    return (f"[repo-oss]\nname=Main Repository (sandbox stub of {platform.title})\nenabled=1\nautorefresh=1\n"
-            f"baseurl=file:/srv/sandbox-repos/{platform.oss_dir}\ntype=rpm-md\n"
-            "gpgcheck=1\nrepo_gpgcheck=1\npkg_gpgcheck=1\nkeeppackages=0\n")
+    return (
+        f"[repo-oss]\nname=Main Repository (sandbox stub of {platform.title})\nenabled=1\nautorefresh=1\n"
+        f"baseurl=file:/srv/sandbox-repos/{platform.oss_dir}\ntype=rpm-md\n"
+        "gpgcheck=1\nrepo_gpgcheck=1\npkg_gpgcheck=1\nkeeppackages=0\n"
+    )
+
+
+# Debian's package tools, out of PATH on every platform: tools that choose a package manager by looking
+# for one (testinfra, Ansible's package_facts) must find rpm, as on SUSE. Nothing in a host runs them.
+DEBIAN_PACKAGE_TOOLS = ("dpkg", "dpkg-query", "dpkg-deb", "apt", "apt-get", "apt-cache")
+
+
+def hide_debian_tools(root: Path) -> None:
+    hidden = root / SANDBOX_LIBEXEC.lstrip("/") / "debian"
+    hidden.mkdir(parents=True, exist_ok=True)
+    for name in DEBIAN_PACKAGE_TOOLS:
+        tool = root / "usr/bin" / name
+        if tool.exists() or tool.is_symlink():
+            os.rename(tool, hidden / name)
 
 
 def disguise_python(root: Path, platform: Platform) -> None:
@@ -785,8 +884,9 @@ def disguise_python(root: Path, platform: Platform) -> None:
     os.rename(root / f"usr/bin/python{real}", hidden / f"python{real}")
     python3 = root / "usr/bin/python3"
     python3.unlink()
-    python3.write_text(PYTHON_STANDIN.format(title=platform.title, version=system["version"],
-                                             package=system["package"]))
+    python3.write_text(
+        PYTHON_STANDIN.format(title=platform.title, version=system["version"], package=system["package"])
+    )
     python3.chmod(0o755)
 
 
@@ -819,11 +919,13 @@ def configure_platform(root: Path, layout: Layout, platform: Platform, log: Path
     repos_d = root / "etc/zypp/repos.d"
     repos_d.mkdir(parents=True, exist_ok=True)
     (repos_d / "repo-oss.repo").write_text(oss_repo_file(platform))
+    (root / "srv/sandbox-wheelhouse").mkdir(parents=True, exist_ok=True)  # mount point of the wheelhouse
     # openSUSE's update-alternatives lives in /usr/sbin (NVIDIA's scriptlets call it there).
     ua = root / "usr/sbin/update-alternatives"
     if not ua.exists() and not ua.is_symlink():
         ua.symlink_to("../bin/update-alternatives")
     disguise_python(root, platform)
+    hide_debian_tools(root)
     env = dict(CHROOT_ENV)
     must(chroot_cmd(root, "ldconfig"), "ldconfig", env=env, log=log)
     must(chroot_cmd(root, "rpm", "--initdb"), "rpm --initdb", env=env, log=log)
@@ -849,21 +951,41 @@ def install_provides_package(root: Path, platform: Platform, env: dict[str, str]
     work = root / "tmp/sandbox-provides"
     work.mkdir(parents=True, exist_ok=True)
     libs = shared_objects(root)
-    res = must(chroot_cmd(root, "/usr/lib/rpm/elfdeps", "--provides"), "elfdeps",
-               input_text="\n".join(libs) + "\n", env=env)
+    res = must(
+        chroot_cmd(root, "/usr/lib/rpm/elfdeps", "--provides"),
+        "elfdeps",
+        input_text="\n".join(libs) + "\n",
+        env=env,
+    )
     caps = [c for c in res.stdout.split("\n") if c.strip()]
     caps += file_capabilities(root)
     system_python = ".".join(platform.system_python.split(".")[:2])
     caps += ["rtld(GNU_HASH)", f"python(abi) = {system_python}", "/bin/sh"]
     (work / "provides.spec").write_text(provides_spec([c.strip() for c in caps]))
-    must(chroot_cmd(root, "rpmbuild", "-bb", "--define", "_topdir /tmp/sandbox-provides", "--define",
-                    "_build_id_links none", "/tmp/sandbox-provides/provides.spec"),
-         "rpmbuild of the provides package", env=env, log=log)
+    must(
+        chroot_cmd(
+            root,
+            "rpmbuild",
+            "-bb",
+            "--define",
+            "_topdir /tmp/sandbox-provides",
+            "--define",
+            "_build_id_links none",
+            "/tmp/sandbox-provides/provides.spec",
+        ),
+        "rpmbuild of the provides package",
+        env=env,
+        log=log,
+    )
     rpms = sorted((work / "RPMS").rglob("*.rpm"))
     if not rpms:
         raise SandboxError("rpmbuild produced no provides package")
-    must(chroot_cmd(root, "rpm", "-U", "/" + str(rpms[0].relative_to(root))),
-         "installing the provides package", env=env, log=log)
+    must(
+        chroot_cmd(root, "rpm", "-U", "/" + str(rpms[0].relative_to(root))),
+        "installing the provides package",
+        env=env,
+        log=log,
+    )
     safe_rmtree(work)
 
 
@@ -872,13 +994,16 @@ def install_provides_package(root: Path, platform: Platform, env: dict[str, str]
 
 
 def recipe_source(text: str, which: str) -> str:
-    """The part of this file between the `which` (SUITE or PLATFORM) RECIPE markers."""
+    """The code between the `which` (SUITE or PLATFORM) RECIPE markers, as its syntax tree: what it does, so
+    that comments and formatting do not make the cached layers stale."""
     start = text.index(f"# >>> {which} RECIPE START")
     end = text.index(f"# <<< {which} RECIPE END")
-    return text[start:end]
+    return ast.dump(ast.parse(text[start:end]))
 
 
-def digest_inputs(recipe: str, files: Sequence[tuple[str, int, bytes]], parts: Sequence[tuple[str, bytes]]) -> str:
+def digest_inputs(
+    recipe: str, files: Sequence[tuple[str, int, bytes]], parts: Sequence[tuple[str, bytes]]
+) -> str:
     """sha256 over a build recipe, the files copied into the image (path, mode, content) and named parts
     (key, package list, platform facts, the lower layer's digest)."""
     h = hashlib.sha256()
@@ -899,12 +1024,16 @@ def debian_payload(layout: Layout, suite: str) -> list[str]:
     openSUSE -> Debian mapping)."""
     if not layout.build_repos.is_file():
         raise EnvironmentProblem(f"{layout.build_repos} not found: the stub repo builder is missing")
-    res = run_cmd([sys.executable, str(layout.build_repos), "--debian-packages", "--suite", suite], timeout=120)
+    res = run_cmd(
+        [sys.executable, str(layout.build_repos), "--debian-packages", "--suite", suite], timeout=120
+    )
     names = res.stdout.split()
     bad = [n for n in names if not DEB_NAME_RE.match(n)]
     if res.returncode != 0 or bad:
-        raise SandboxError(f"{layout.build_repos.name} --debian-packages failed (rc {res.returncode}):"
-                           f" {res.stderr.strip() or bad}")
+        raise SandboxError(
+            f"{layout.build_repos.name} --debian-packages failed (rc {res.returncode}):"
+            f" {res.stderr.strip() or bad}"
+        )
     return sorted(set(COMMON_PACKAGES) | set(SUITE_PACKAGES[suite]) | set(names))
 
 
@@ -913,8 +1042,11 @@ def _this_file() -> str:
 
 
 def suite_digest(suite: str, packages: Sequence[str]) -> str:
-    return digest_inputs(recipe_source(_this_file(), "SUITE"), [],
-                         [("suite", suite.encode()), ("packages", " ".join(sorted(set(packages))).encode())])
+    return digest_inputs(
+        recipe_source(_this_file(), "SUITE"),
+        [],
+        [("suite", suite.encode()), ("packages", " ".join(sorted(set(packages))).encode())],
+    )
 
 
 def platform_digest(layout: Layout, platform: Platform, suite_dig: str) -> str:
@@ -923,9 +1055,17 @@ def platform_digest(layout: Layout, platform: Platform, suite_dig: str) -> str:
     files = []
     for p in sorted(layout.rootfs_overlay.rglob("*")):
         if p.is_file():
-            files.append((str(p.relative_to(layout.rootfs_overlay)), p.stat().st_mode & 0o777, p.read_bytes()))
-    parts = [("key", key_file.read_bytes()), ("suite", suite_dig.encode()),
-             ("platform", json.dumps({"name": platform.name, **platform.facts}, sort_keys=True, default=str).encode())]
+            files.append(
+                (str(p.relative_to(layout.rootfs_overlay)), p.stat().st_mode & 0o777, p.read_bytes())
+            )
+    parts = [
+        ("key", key_file.read_bytes()),
+        ("suite", suite_dig.encode()),
+        (
+            "platform",
+            json.dumps({"name": platform.name, **platform.facts}, sort_keys=True, default=str).encode(),
+        ),
+    ]
     return digest_inputs(recipe_source(_this_file(), "PLATFORM"), files, parts)
 
 
@@ -955,7 +1095,9 @@ def current_layers(layout: Layout, platform: Platform) -> Layers:
     The suite's package list is the one recorded in its stamp (so `up` needs no catalogue run); `build`
     checks it against the catalogue's current list.
     """
-    suite_stamp = read_stamp(layout.suite_link(platform.suite)) if layout.suite_link(platform.suite).exists() else None
+    suite_stamp = (
+        read_stamp(layout.suite_link(platform.suite)) if layout.suite_link(platform.suite).exists() else None
+    )
     packages = (suite_stamp or {}).get("packages")
     hint = "run `sandbox/sandboxctl.py build` as root"
     if not packages:
@@ -1050,8 +1192,11 @@ def _remove_leftovers(layout: Layout) -> None:
 
 def gc_layers(layout: Layout) -> None:
     """Delete suite bases and platform layers that are neither current nor under a host that is up."""
-    keep = {link.resolve() for link in [*layout.cache.glob("suite-*"), *layout.cache.glob("platform-*")]
-            if link.is_symlink()}
+    keep = {
+        link.resolve()
+        for link in [*layout.cache.glob("suite-*"), *layout.cache.glob("platform-*")]
+        if link.is_symlink()
+    }
     for info in host_infos(layout).values():
         keep.update(Path(p).parent for p in info.get("lowers", []))
     for p in [*layout.cache.glob("suite-*-*"), *layout.cache.glob("platform-*-*")]:
@@ -1100,9 +1245,14 @@ def build_suite(layout: Layout, suite: str, mirror: str, packages: Sequence[str]
         with _partial(layout, final) as partial:
             log_step(f"debootstrap {suite} + apt-get install from {mirror} (log: {log})")
             bootstrap_suite(partial / "rootfs", layout, suite, mirror, packages, log)
-            stamp = {"digest": digest, "suite": suite, "mirror": mirror, "packages": sorted(packages),
-                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "build_seconds": round(time.monotonic() - t0, 1)}
+            stamp = {
+                "digest": digest,
+                "suite": suite,
+                "mirror": mirror,
+                "packages": sorted(packages),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.monotonic() - t0, 1),
+            }
             (partial / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
         log_step(f"suite base {suite} built in {time.monotonic() - t0:.0f} s")
     with file_lock(layout.state_lock):
@@ -1124,7 +1274,9 @@ def build_platform(layout: Layout, platform: Platform, suite_dig: str) -> None:
                 (partial / sub).mkdir()
             merged = partial / "merged"
             opts = f"lowerdir={base},upperdir={partial / 'layer'},workdir={partial / 'work'}"
-            must(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], "mounting the platform build")
+            must(
+                ["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], "mounting the platform build"
+            )
             try:
                 configure_platform(merged, layout, platform, log)
             finally:
@@ -1133,10 +1285,15 @@ def build_platform(layout: Layout, platform: Platform, suite_dig: str) -> None:
                     raise SandboxError(f"could not unmount {', '.join(left)}")
             safe_rmtree(partial / "work")
             (partial / "merged").rmdir()
-            stamp = {"digest": digest, "platform": platform.name, "title": platform.title,
-                     "suite": platform.suite, "suite_digest": suite_dig,
-                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "build_seconds": round(time.monotonic() - t0, 1)}
+            stamp = {
+                "digest": digest,
+                "platform": platform.name,
+                "title": platform.title,
+                "suite": platform.suite,
+                "suite_digest": suite_dig,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.monotonic() - t0, 1),
+            }
             (partial / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
         log_step(f"platform layer {platform.name} ({platform.title}) built in {time.monotonic() - t0:.1f} s")
     with file_lock(layout.state_lock):
@@ -1149,8 +1306,9 @@ def build_all(layout: Layout, platforms: Sequence[Platform]) -> None:
         suites: dict[str, str] = {}
         for platform in platforms:
             if platform.suite not in suites:
-                suites[platform.suite] = build_suite(layout, platform.suite, mirror,
-                                                     debian_payload(layout, platform.suite))
+                suites[platform.suite] = build_suite(
+                    layout, platform.suite, mirror, debian_payload(layout, platform.suite)
+                )
             build_platform(layout, platform, suites[platform.suite])
         with file_lock(layout.state_lock):
             gc_layers(layout)
@@ -1195,12 +1353,18 @@ def write_inventories(layout: Layout) -> None:
             listed[name] = (info["merged"], info["platform"])
     write_atomic(layout.inventory_file, render_inventory(listed, "Sandbox hosts up now (sandboxctl up)."))
     for f in layout.inventory_dir.glob(".sandbox-*.yml"):
-        if f.name[len(".sandbox-"):-len(".yml")] not in names:
+        if f.name[len(".sandbox-") : -len(".yml")] not in names:
             f.unlink(missing_ok=True)
 
 
-def host_up(layout: Layout, name: str, platform: str | None = None, *, listed: bool = True,
-            owner_pid: int | None = None) -> Path:
+def host_up(
+    layout: Layout,
+    name: str,
+    platform: str | None = None,
+    *,
+    listed: bool = True,
+    owner_pid: int | None = None,
+) -> Path:
     """Bring host `name` up on `platform` (a no-op when it is up). Returns its root (the merged dir)."""
     validate_host_name(name)
     check_root()
@@ -1214,7 +1378,9 @@ def host_up(layout: Layout, name: str, platform: str | None = None, *, listed: b
         if is_up(layout, name):
             info = host_infos(layout)[name]
             if info.get("platform") != pf.name:
-                raise EnvironmentProblem(f"host {name} is up as {info.get('platform')}, not {pf.name}: take it down first")
+                raise EnvironmentProblem(
+                    f"host {name} is up as {info.get('platform')}, not {pf.name}: take it down first"
+                )
             if repos_bind_stale(layout, name):
                 refresh_repos_bind(layout, name)
             return merged
@@ -1223,10 +1389,16 @@ def host_up(layout: Layout, name: str, platform: str | None = None, *, listed: b
         for sub in ("upper", "work", "merged"):
             (hd / sub).mkdir(parents=True)
         layout.pip_cache.mkdir(parents=True, exist_ok=True)
+        layout.wheelhouse.mkdir(parents=True, exist_ok=True)
         info = {
-            "name": name, "platform": pf.name, "lowers": [str(p) for p in layers.lowers], "merged": str(merged),
-            "listed": listed, "owner_pid": owner_pid,
-            "owner_start": pid_start_time(owner_pid) if owner_pid else None, "created": time.time(),
+            "name": name,
+            "platform": pf.name,
+            "lowers": [str(p) for p in layers.lowers],
+            "merged": str(merged),
+            "listed": listed,
+            "owner_pid": owner_pid,
+            "owner_start": pid_start_time(owner_pid) if owner_pid else None,
+            "created": time.time(),
         }
         try:
             (hd / "host.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -1244,7 +1416,9 @@ def host_up(layout: Layout, name: str, platform: str | None = None, *, listed: b
             # machine's bundle holds that proxy's CA, and pip in the host fails certificate checks
             if Path(HOST_CA_BUNDLE).is_file():
                 shutil.copyfile(HOST_CA_BUNDLE, merged / HOST_CA_BUNDLE.lstrip("/"))
-            one_host = render_inventory({name: (merged, pf.name)}, f"Sandbox host {name} (one-host inventory).")
+            one_host = render_inventory(
+                {name: (merged, pf.name)}, f"Sandbox host {name} (one-host inventory)."
+            )
             write_atomic(layout.host_inventory(name), one_host)
         except BaseException:
             safe_rmtree(hd)
@@ -1377,7 +1551,9 @@ class SandboxHost:
 
 
 @contextlib.contextmanager
-def sandbox_host(name: str, layout: Layout = DEFAULT_LAYOUT, platform: str = DEFAULT_PLATFORM) -> Iterator[SandboxHost]:
+def sandbox_host(
+    name: str, layout: Layout = DEFAULT_LAYOUT, platform: str = DEFAULT_PLATFORM
+) -> Iterator[SandboxHost]:
     """`with sandbox_host("faultX") as h:` -- a fresh host, always torn down."""
     host = SandboxHost(name, layout, platform)
     host.up()
@@ -1483,13 +1659,19 @@ def status_report(layout: Layout) -> dict:
         report["platforms"].append(entry)
     mountpoints = current_mounts()
     for name, info in host_infos(layout).items():
-        report["hosts"].append({
-            "name": name, "platform": info.get("platform"), "up": is_up(layout, name, mountpoints),
-            "root": info.get("merged"), "on_current_layers": current.get(info.get("platform", "")) == info.get("lowers"),
-            "repos_stale": repos_bind_stale(layout, name),
-            "listed": bool(info.get("listed")), "owner_pid": info.get("owner_pid"),
-            "orphan": not info.get("broken") and not owner_alive(info),
-        })
+        report["hosts"].append(
+            {
+                "name": name,
+                "platform": info.get("platform"),
+                "up": is_up(layout, name, mountpoints),
+                "root": info.get("merged"),
+                "on_current_layers": current.get(info.get("platform", "")) == info.get("lowers"),
+                "repos_stale": repos_bind_stale(layout, name),
+                "listed": bool(info.get("listed")),
+                "owner_pid": info.get("owner_pid"),
+                "orphan": not info.get("broken") and not owner_alive(info),
+            }
+        )
     failures += [f"host {h['name']} is not fully mounted" for h in report["hosts"] if not h["up"]]
     return {"ok": not failures, "failures": failures, **report}
 
@@ -1542,22 +1724,29 @@ def _cmd_clean(args: argparse.Namespace, layout: Layout) -> int:
     for f in layout.inventory_dir.glob(".sandbox-*.yml"):
         f.unlink()
     layout.inventory_file.unlink(missing_ok=True)
-    print(f"removed {layout.cache} (kept {layout.pip_cache})")
+    print(f"removed {layout.cache} (kept {layout.pip_cache} and {layout.wheelhouse})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandboxctl.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build stub repos, suite bases and platform layers (env SANDBOX_MIRROR)")
+    build = sub.add_parser(
+        "build", help="build stub repos, suite bases and platform layers (env SANDBOX_MIRROR)"
+    )
     build.add_argument("--platform", action="append", metavar="P", help="only this platform (repeatable)")
     sub.add_parser("repos", help="build the stub repos (sandbox/build_repos.py)")
     up = sub.add_parser("up", help="bring hosts up (a no-op for hosts already up)")
     up.add_argument("names", nargs="*", metavar="NAME")
-    up.add_argument("--platform", metavar="P",
-                    help=f"platform of the hosts (default: the one that starts the name, else {DEFAULT_PLATFORM})")
+    up.add_argument(
+        "--platform",
+        metavar="P",
+        help=f"platform of the hosts (default: the one that starts the name, else {DEFAULT_PLATFORM})",
+    )
     up.add_argument("--count", type=int, help="also bring up PREFIX-1..N")
-    up.add_argument("--prefix", default=DEFAULT_PLATFORM, help=f"name prefix for --count (default: {DEFAULT_PLATFORM})")
+    up.add_argument(
+        "--prefix", default=DEFAULT_PLATFORM, help=f"name prefix for --count (default: {DEFAULT_PLATFORM})"
+    )
     down = sub.add_parser("down", help="unmount and delete hosts")
     down.add_argument("names", nargs="*", metavar="NAME")
     group = down.add_mutually_exclusive_group()
@@ -1573,13 +1762,20 @@ def build_parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="chroot into a host: shell NAME [-- cmd...]")
     shell.add_argument("name", metavar="NAME")
     shell.add_argument("cmd", nargs=argparse.REMAINDER)
-    sub.add_parser("clean", help="down --all, then delete .cache/sandbox (keeps .cache/pip)")
+    sub.add_parser("clean", help="down --all, then delete .cache/sandbox (keeps .cache/pip, .cache/wheelhouse)")
     return p
 
 
 COMMANDS = {
-    "build": _cmd_build, "repos": _cmd_repos, "up": _cmd_up, "down": _cmd_down, "reset": _cmd_reset,
-    "status": _cmd_status, "root": _cmd_root, "shell": _cmd_shell, "clean": _cmd_clean,
+    "build": _cmd_build,
+    "repos": _cmd_repos,
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "reset": _cmd_reset,
+    "status": _cmd_status,
+    "root": _cmd_root,
+    "shell": _cmd_shell,
+    "clean": _cmd_clean,
 }
 
 

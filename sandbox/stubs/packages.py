@@ -171,19 +171,23 @@ CUDA_12_5 = {
 }
 _TK13 = FACTS["cuda_toolkits"]["13.2"]
 # CUDA 13.2 releases with the cuda-cccl build each shipped, and the oldest driver seen with them
-CUDA_13_2 = {"releases": dict(zip(map(str, _TK13["releases_seen"]), map(str, _TK13["cuda_cccl"]), strict=True)),
-             "driver": min(map(str, _TK13["driver_seen"]), key=lambda v: _vkey(v))}
+CUDA_13_2 = {
+    "releases": dict(zip(map(str, _TK13["releases_seen"]), map(str, _TK13["cuda_cccl"]), strict=True)),
+    "driver": min(map(str, _TK13["driver_seen"]), key=lambda v: _vkey(v)),
+}
 WHEELS: dict[str, dict] = {k: v for k, v in (MODEL.get("wheels") or {}).items() if isinstance(v, dict)}
 GENERATIONS = ("G06", "G07")
 
 
 # The CUDA version a driver's libcuda reports (cuDriverGetVersion), from the sourced points: CUDA 12.5
 # bundles 555.42.06, CUDA 13 needs 580.65.06 (minimum driver), CUDA 13.2 came with 595.45.04
-_CUDA_BY_DRIVER = sorted([
-    (_vkey(CUDA_12_5["driver"]), 12050),
-    (_vkey(str(FACTS["cuda_toolkits"]["minimum_driver"]["13"])), 13000),
-    (_vkey(CUDA_13_2["driver"]), 13020),
-])
+_CUDA_BY_DRIVER = sorted(
+    [
+        (_vkey(CUDA_12_5["driver"]), 12050),
+        (_vkey(str(FACTS["cuda_toolkits"]["minimum_driver"]["13"])), 13000),
+        (_vkey(CUDA_13_2["driver"]), 13020),
+    ]
+)
 
 
 def driver_cuda_int(driver: str) -> int:
@@ -196,7 +200,7 @@ def kmp_suffix(kernel: str) -> str:
 
 
 def _kernel_dir(kernel: str) -> str:
-    """The /lib/modules directory of a KMP build's kernel (6.4.0_150600.23.65 -> 6.4.0-150600.23.65-default)."""
+    """/lib/modules directory of a KMP build's kernel (6.4.0_150600.23.65 -> 6.4.0-150600.23.65-default)."""
     return kernel.replace("_", "-", 1) + "-default"
 
 
@@ -209,11 +213,18 @@ for _section in ("signed_kmps", "cuda_userspace", "gfx_drivers"):
 DRIVERS.setdefault(CUDA_12_5["driver"], "G06")  # the local installer's bundled driver (555: a G06 branch)
 
 # cuDNN: the release TensorFlow 2.21 was built with (its and-cuda floor), as tarball and RPMs
-_CUDNN_VERSION = str(FACTS["tensorflow"]["2.21.0"]["and_cuda"]["nvidia-cudnn-cu12"]).split(",")[0].lstrip(">=")
+_CUDNN_VERSION = (
+    str(FACTS["tensorflow"]["2.21.0"]["and_cuda"]["nvidia-cudnn-cu12"]).split(",")[0].lstrip(">=")
+)
 _CUDNN_PARTS = [int(p) for p in _CUDNN_VERSION.split(".")]
-CUDNN = {"version": _CUDNN_VERSION, "major": _CUDNN_PARTS[0], "minor": _CUDNN_PARTS[1],
-         "patch": _CUDNN_PARTS[2], "cuda_major": 12,
-         "version_int": _CUDNN_PARTS[0] * 10000 + _CUDNN_PARTS[1] * 100 + _CUDNN_PARTS[2]}
+CUDNN = {
+    "version": _CUDNN_VERSION,
+    "major": _CUDNN_PARTS[0],
+    "minor": _CUDNN_PARTS[1],
+    "patch": _CUDNN_PARTS[2],
+    "cuda_major": 12,
+    "version_int": _CUDNN_PARTS[0] * 10000 + _CUDNN_PARTS[1] * 100 + _CUDNN_PARTS[2],
+}
 CUDNN_LIBS = (
     "libcudnn",
     "libcudnn_graph",
@@ -269,11 +280,21 @@ def _libraries() -> dict[str, Library]:
     # release when facts.yml names it (the doctor's runtime probes then run NVIDIA's code), else the stub.
     wheel = WHEELS.get("nvidia-cuda-runtime-cu12")
     if wheel and str(wheel["version"]) == c["cudart"]:
-        libs["cudart-12.5"] = Library("wheel", "libcudart.so.12", f"libcudart.so.{c['cudart']}", c["cudart"],
-                                      wheel="nvidia-cuda-runtime-cu12")
+        libs["cudart-12.5"] = Library(
+            "wheel",
+            "libcudart.so.12",
+            f"libcudart.so.{c['cudart']}",
+            c["cudart"],
+            wheel="nvidia-cuda-runtime-cu12",
+        )
     else:
-        libs["cudart-12.5"] = Library("cudart.c", "libcudart.so.12", f"libcudart.so.{c['cudart']}", c["cudart"],
-                                      (("STUB_CUDART_VERSION", str(c["cuda_version_int"])),))
+        libs["cudart-12.5"] = Library(
+            "cudart.c",
+            "libcudart.so.12",
+            f"libcudart.so.{c['cudart']}",
+            c["cudart"],
+            (("STUB_CUDART_VERSION", str(c["cuda_version_int"])),),
+        )
     for driver in DRIVERS:
         libs[f"cuda-{driver}"] = Library(
             "cuda.c",
@@ -452,7 +473,10 @@ def _cuda_12_5(repos: frozenset[str]) -> list[Package]:
             requires=cfg,
             description=(
                 f"libcudart.so.{c['cudart']} is NVIDIA's own, unchanged, from the nvidia-cuda-runtime-cu12 "
-                f"{c['cudart']} wheel on PyPI." if LIBRARIES["cudart-12.5"].source == "wheel" else ""),
+                f"{c['cudart']} wheel on PyPI."
+                if LIBRARIES["cudart-12.5"].source == "wheel"
+                else ""
+            ),
             entries=(
                 *_versioned_lib(tlib, "cudart-12.5"),
                 folder(tinc),
@@ -747,8 +771,15 @@ KMP_NAMES = tuple(
 )
 
 
-def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str], provides: str,
-         vendor: str = NVIDIA_VENDOR) -> Package:
+def _kmp(
+    name: str,
+    driver: str,
+    kernel: str,
+    summary: str,
+    repos: frozenset[str],
+    provides: str,
+    vendor: str = NVIDIA_VENDOR,
+) -> Package:
     kdir = _kernel_dir(kernel)
     return Package(
         name,
@@ -760,7 +791,10 @@ def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str
         entries=(
             folder(f"/lib/modules/{kdir}"),
             folder(f"/lib/modules/{kdir}/updates"),
-            text(f"/lib/modules/{kdir}/updates/nvidia.ko", f"sandbox stub: not a kernel module ({name} {driver})\n"),
+            text(
+                f"/lib/modules/{kdir}/updates/nvidia.ko",
+                f"sandbox stub: not a kernel module ({name} {driver})\n",
+            ),
         ),
         description=f"The module file is a placeholder for kernel {kdir}; it cannot be loaded.",
         vendor=vendor,
@@ -770,18 +804,28 @@ def _kmp(name: str, driver: str, kernel: str, summary: str, repos: frozenset[str
 def _signed_kmp(driver: str, gen: str, kernel: str, repos: frozenset[str]) -> Package:
     """SUSE's secure-boot signed open kmp, built for the CUDA repository's user space, shipped in the
     distribution's own repositories."""
-    return _kmp(f"nvidia-open-driver-{gen}-signed-cuda-kmp-default", driver, kernel,
-                f"NVIDIA open kernel module driver, {gen}, signed, for the CUDA repository's user space", repos,
-                f"nvidia-open-driver-{gen}-signed-cuda-kmp", vendor="SUSE LLC")
+    return _kmp(
+        f"nvidia-open-driver-{gen}-signed-cuda-kmp-default",
+        driver,
+        kernel,
+        f"NVIDIA open kernel module driver, {gen}, signed, for the CUDA repository's user space",
+        repos,
+        f"nvidia-open-driver-{gen}-signed-cuda-kmp",
+        vendor="SUSE LLC",
+    )
 
 
 def _userspace(driver: str, gen: str, repos: frozenset[str]) -> list[Package]:
+    # The generations' user spaces own the same libraries (libcuda.so.1, libnvidia-ml.so.1): SUSE's G07
+    # post has a G06 host remove every nvidia package before G07 goes in
+    others = tuple(f"nvidia-compute-{g}" for g in GENERATIONS if g != gen)
     return [
         Package(
             f"nvidia-compute-{gen}",
             driver,
             "NVIDIA driver for computing with GPGPU",
             repos,
+            conflicts=others,
             entries=_versioned_lib("/usr/lib64", f"cuda-{driver}", with_devel_link=True)
             + _versioned_lib("/usr/lib64", f"nvml-{driver}"),
             post=LDCONFIG,
@@ -795,8 +839,14 @@ def _userspace(driver: str, gen: str, repos: frozenset[str]) -> list[Package]:
             requires=(f"nvidia-compute-{gen} = {driver}",),
             entries=(text("/usr/bin/nvidia-smi", NVIDIA_SMI_SCRIPT, 0o755),),
         ),
-        Package(f"nvidia-video-{gen}", driver, "NVIDIA graphics driver user space", repos,
-                requires=(f"nvidia-compute-{gen} = {driver}",), description="Files-free in the sandbox."),
+        Package(
+            f"nvidia-video-{gen}",
+            driver,
+            "NVIDIA graphics driver user space",
+            repos,
+            requires=(f"nvidia-compute-{gen} = {driver}",),
+            description="Files-free in the sandbox.",
+        ),
     ]
 
 
@@ -835,21 +885,45 @@ def _cuda_repo_driver_set(driver: str, gen: str, repos: frozenset[str]) -> list[
     ]
 
 
-def _gfx_driver_set(driver: str, gen: str, kernel: str, proprietary: bool, repos: frozenset[str]) -> list[Package]:
+def _gfx_driver_set(
+    driver: str, gen: str, kernel: str, proprietary: bool, repos: frozenset[str]
+) -> list[Package]:
     """A driver release in NVIDIA's graphics repository: G07 is the open signed kmp with its meta package;
     G06 proprietary is the kmp Maxwell, Pascal and Volta GPUs need."""
-    pkgs = [*_userspace(driver, gen, repos),
-            Package(f"nvidia-gl-{gen}", driver, "NVIDIA OpenGL libraries for OpenGL acceleration", repos,
-                    requires=(f"nvidia-compute-{gen} = {driver}",), description="Files-free in the sandbox.")]
+    pkgs = [
+        *_userspace(driver, gen, repos),
+        Package(
+            f"nvidia-gl-{gen}",
+            driver,
+            "NVIDIA OpenGL libraries for OpenGL acceleration",
+            repos,
+            requires=(f"nvidia-compute-{gen} = {driver}",),
+            description="Files-free in the sandbox.",
+        ),
+    ]
     if proprietary:
-        pkgs.append(_kmp(f"nvidia-driver-{gen}-kmp-default", driver, kernel,
-                         f"NVIDIA proprietary kernel module driver, {gen}", repos, f"nvidia-driver-{gen}-kmp"))
+        pkgs.append(
+            _kmp(
+                f"nvidia-driver-{gen}-kmp-default",
+                driver,
+                kernel,
+                f"NVIDIA proprietary kernel module driver, {gen}",
+                repos,
+                f"nvidia-driver-{gen}-kmp",
+            )
+        )
         return pkgs
     kmp = f"nvidia-open-driver-{gen}-signed-kmp-default"
     return [
         *pkgs,
-        _kmp(kmp, driver, kernel, f"NVIDIA open kernel module driver, {gen}", repos,
-             f"nvidia-open-driver-{gen}-signed-kmp"),
+        _kmp(
+            kmp,
+            driver,
+            kernel,
+            f"NVIDIA open kernel module driver, {gen}",
+            repos,
+            f"nvidia-open-driver-{gen}-signed-kmp",
+        ),
         Package(
             f"nvidia-open-driver-{gen}-signed-kmp-meta",
             driver,
@@ -934,22 +1008,35 @@ def _cudnn(repos: frozenset[str]) -> list[Package]:
 DEBIAN_PAYLOAD_MAP: dict[str, dict[str, tuple[str, ...]]] = {
     "bookworm": {
         "python3": ("python3",),
-        "python311-base": ("python3.11", "python3.11-venv"), "python311": ("python3.11",),
-        "python311-devel": ("python3.11-dev",), "python311-pip": ("python3-pip",),
-        "libopenblas_pthreads0": ("libopenblas0-pthread",), "openblas-common-devel": ("libopenblas-dev",),
+        "python311-base": ("python3.11", "python3.11-venv"),
+        "python311": ("python3.11",),
+        "python311-devel": ("python3.11-dev",),
+        "python311-pip": ("python3-pip",),
+        "libopenblas_pthreads0": ("libopenblas0-pthread",),
+        "openblas-common-devel": ("libopenblas-dev",),
         "libopenblas_pthreads-devel": ("libopenblas-pthread-dev",),
-        "libhdf5-103": ("libhdf5-103-1",), "libhdf5_hl100": ("libhdf5-hl-100",), "hdf5": ("hdf5-tools",),
+        "libhdf5-103": ("libhdf5-103-1",),
+        "libhdf5_hl100": ("libhdf5-hl-100",),
+        "hdf5": ("hdf5-tools",),
         "hdf5-devel": ("libhdf5-dev",),
-        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",),
+        "gcc": ("gcc",),
+        "gcc-c++": ("g++",),
+        "make": ("make",),
     },
     "trixie": {
-        "python313-base": ("python3.13", "python3.13-venv"), "python313": ("python3.13",),
-        "python313-devel": ("python3.13-dev",), "python313-pip": ("python3-pip",),
-        "libopenblas_pthreads0": ("libopenblas0-pthread",), "openblas-common-devel": ("libopenblas-dev",),
+        "python313-base": ("python3.13", "python3.13-venv"),
+        "python313": ("python3.13",),
+        "python313-devel": ("python3.13-dev",),
+        "python313-pip": ("python3-pip",),
+        "libopenblas_pthreads0": ("libopenblas0-pthread",),
+        "openblas-common-devel": ("libopenblas-dev",),
         "libopenblas_pthreads-devel": ("libopenblas-pthread-dev",),
         # the HDF5 runtime library comes in through hdf5/hdf5-devel, as facts.yml models for 16.x
-        "hdf5": ("hdf5-tools", "libhdf5-310", "libhdf5-hl-310"), "hdf5-devel": ("libhdf5-dev",),
-        "gcc": ("gcc",), "gcc-c++": ("g++",), "make": ("make",),
+        "hdf5": ("hdf5-tools", "libhdf5-310", "libhdf5-hl-310"),
+        "hdf5-devel": ("libhdf5-dev",),
+        "gcc": ("gcc",),
+        "gcc-c++": ("g++",),
+        "make": ("make",),
     },
 }
 # facts.yml names the package but not its version: version 0, and a release naming the platform (so two
@@ -969,8 +1056,10 @@ def _oss_names(pf: dict) -> list[tuple[str, str]]:
             continue  # an interpreter the sandbox cannot run is not offered (a sandbox limit, not a fact)
         base = f"python{suite_python.replace('.', '')}"
         # python3XX-pip is built from python-pip: its version is pip's, which facts.yml does not name
-        out += [(f"{base}{suffix}", "" if suffix == "-pip" else str(item["version"]))
-                for suffix in MODEL["python_subpackages"]["names"]]
+        out += [
+            (f"{base}{suffix}", "" if suffix == "-pip" else str(item["version"]))
+            for suffix in MODEL["python_subpackages"]["names"]
+        ]
     numeric = pf["numeric"]
     hdf5_version = str(numeric["hdf5"].get("version", ""))
     out += [(name, "") for name in numeric["openblas"]]
@@ -989,15 +1078,19 @@ def _oss_packages(pid: str, pf: dict) -> list[Package]:
         debian = payload.get(name, ())
         entries: tuple[Entry, ...] = ()
         if debian:
-            note = ("Files-free in the sandbox: its payload is the Debian package(s) "
-                    f"{', '.join(debian)} preinstalled in the sandbox chroot.")
+            note = (
+                "Files-free in the sandbox: its payload is the Debian package(s) "
+                f"{', '.join(debian)} preinstalled in the sandbox chroot."
+            )
         else:
             note = "Files-free and empty in the sandbox (nothing of it can be exercised there)."
         if hides and name == f"python{venv_python.replace('.', '')}-base":
             # The one file of the package: openSUSE's interpreter path, linked to the hidden real one
             entries = (link(f"/usr/bin/python{venv_python}", f"{SANDBOX_LIBEXEC}/python{venv_python}"),)
-            note = (f"Ships /usr/bin/python{venv_python}, a link to the sandbox's real interpreter (Debian's "
-                    f"{', '.join(debian)}), which is out of PATH until this package is installed.")
+            note = (
+                f"Ships /usr/bin/python{venv_python}, a link to the sandbox's real interpreter (Debian's "
+                f"{', '.join(debian)}), which is out of PATH until this package is installed."
+            )
         requires: tuple[str, ...] = ()
         stem = name.split("-")[0]
         if stem != "python3" and stem.startswith("python3") and not name.endswith("-base"):
@@ -1007,11 +1100,22 @@ def _oss_packages(pid: str, pf: dict) -> list[Package]:
         else:
             rpm_version, release = UNMODELLED_VERSION, f"0.{pid}"
             note += " facts.yml names the package but not its version."
-        out.append(Package(
-            name, rpm_version, name, frozenset({oss_repo(pid)}), release=release,
-            arch="noarch" if name.endswith("-pip") else "x86_64", requires=requires,
-            entries=entries, description=note, vendor=OSS_VENDOR, license="SUSE-Public-Domain", debian=debian,
-        ))
+        out.append(
+            Package(
+                name,
+                rpm_version,
+                name,
+                frozenset({oss_repo(pid)}),
+                release=release,
+                arch="noarch" if name.endswith("-pip") else "x86_64",
+                requires=requires,
+                entries=entries,
+                description=note,
+                vendor=OSS_VENDOR,
+                license="SUSE-Public-Domain",
+                debian=debian,
+            )
+        )
     return out
 
 
@@ -1042,11 +1146,18 @@ def _build_catalogue() -> tuple[Package, ...]:
         cat.add(_oss_packages(pid, pf))
     for pid, kmps in MODEL["signed_kmps"].items():
         for k in kmps:
-            cat.add([_signed_kmp(str(k["driver"]), str(k["generation"]), str(k["kernel"]),
-                                 frozenset({oss_repo(pid)}))])
+            cat.add(
+                [
+                    _signed_kmp(
+                        str(k["driver"]), str(k["generation"]), str(k["kernel"]), frozenset({oss_repo(pid)})
+                    )
+                ]
+            )
     for dist, sets in MODEL["cuda_userspace"].items():
         for d in sets:
-            cat.add(_cuda_repo_driver_set(str(d["driver"]), str(d["generation"]), frozenset({cuda_repo(dist)})))
+            cat.add(
+                _cuda_repo_driver_set(str(d["driver"]), str(d["generation"]), frozenset({cuda_repo(dist)}))
+            )
     # NVIDIA's local installer of the original procedure: CUDA 12.5.1 with its bundled driver's user space
     cat.add(_cuda_repo_driver_set(CUDA_12_5["driver"], DRIVERS[CUDA_12_5["driver"]], frozenset({LOCAL})))
     by_release: dict[str, set[str]] = {CUDA_12_5["release"]: {LOCAL}}
@@ -1058,14 +1169,23 @@ def _build_catalogue() -> tuple[Package, ...]:
             cat.add(_cuda_12_5(frozenset(repos)))
         else:
             cat.add(_cuda_13_2(release, frozenset(repos)))
-    cudnn_repos = {cuda_repo(d) for d, versions in MODEL["cudnn_rpms"].items() if CUDNN["version"] in versions}
+    cudnn_repos = {
+        cuda_repo(d) for d, versions in MODEL["cudnn_rpms"].items() if CUDNN["version"] in versions
+    }
     if cudnn_repos:
         cat.add(_cudnn(frozenset(cudnn_repos)))
     for path, sets in MODEL["gfx_drivers"].items():
         kernel = str(MODEL["signed_kmps"][_gfx_platform(path)][-1]["kernel"])
         for d in sets:
-            cat.add(_gfx_driver_set(str(d["driver"]), str(d["generation"]), kernel, bool(d.get("proprietary")),
-                                    frozenset({gfx_repo(path)})))
+            cat.add(
+                _gfx_driver_set(
+                    str(d["driver"]),
+                    str(d["generation"]),
+                    kernel,
+                    bool(d.get("proprietary")),
+                    frozenset({gfx_repo(path)}),
+                )
+            )
     return tuple(sorted(cat.by_nvr.values(), key=lambda p: (p.name, _vkey(p.version), p.release)))
 
 
@@ -1081,9 +1201,20 @@ PACKAGES: tuple[Package, ...] = _build_catalogue()
 
 # Debian packages each sandbox suite must preinstall so the oss stubs' payload is really there.
 DEBIAN_PAYLOAD: dict[str, tuple[str, ...]] = {
-    suite: tuple(sorted({deb for p in PACKAGES for deb in p.debian
-                         if any(_facts.suite_for(PLATFORMS[r.split("/", 1)[1]]) == suite
-                                for r in p.repos if r.startswith("oss/"))}))
+    suite: tuple(
+        sorted(
+            {
+                deb
+                for p in PACKAGES
+                for deb in p.debian
+                if any(
+                    _facts.suite_for(PLATFORMS[r.split("/", 1)[1]]) == suite
+                    for r in p.repos
+                    if r.startswith("oss/")
+                )
+            }
+        )
+    )
     for suite in _facts.SUITE_PYTHON
 }
 
@@ -1098,8 +1229,14 @@ LOCAL_INSTALLER = {
 }
 
 # NVIDIA's repo file of each CUDA repository directory
-CUDA_REPO_FILES = {dist: {"dir": cuda_repo(dist), "repo_id": f"cuda-{dist}-x86_64",
-                          "repo_file": str(FACTS["cuda_repos"][dist]["repo_file"])} for dist in CUDA_REPOS}
+CUDA_REPO_FILES = {
+    dist: {
+        "dir": cuda_repo(dist),
+        "repo_id": f"cuda-{dist}-x86_64",
+        "repo_file": str(FACTS["cuda_repos"][dist]["repo_file"]),
+    }
+    for dist in CUDA_REPOS
+}
 
 CUDNN_ARCHIVES = {
     # Current layout (cuDNN >= 8.3): <top>/{include,lib,LICENSE}

@@ -67,7 +67,9 @@ def test_mounts_under_is_innermost_first_and_exact_on_prefix():
 
 
 def test_render_inventory_hosts():
-    text = sc.render_inventory({"b": ("/r/b/merged", "leap160"), "a": (Path("/r/a/merged"), "leap156")}, "test")
+    text = sc.render_inventory(
+        {"b": ("/r/b/merged", "leap160"), "a": (Path("/r/a/merged"), "leap156")}, "test"
+    )
     lines = text.splitlines()
     assert lines[:2] == ["---", "# test"] and lines[3] == "sandbox:"
     assert text.index("    a:") < text.index("    b:")
@@ -86,8 +88,10 @@ def test_render_inventory_is_yaml_with_a_group_per_platform():
     yaml = pytest.importorskip("yaml")
     data = yaml.safe_load(sc.render_inventory({"h": ("/p/h/merged", "sles16"), "g": ("/p/g", "sles16")}, "t"))
     assert data["sandbox"]["hosts"]["h"] == {
-        "ansible_connection": "community.general.chroot", "ansible_host": "/p/h/merged",
-        "ansible_become": False, "sandbox_platform": "sles16",
+        "ansible_connection": "community.general.chroot",
+        "ansible_host": "/p/h/merged",
+        "ansible_become": False,
+        "sandbox_platform": "sles16",
     }
     assert data["sandbox"]["children"] == {"sandbox_sles16": {"hosts": {"g": {}, "h": {}}}}
 
@@ -99,8 +103,11 @@ def test_host_mount_plan_order_and_modes(tmp_path):
     merged = layout.host_dir("h1") / "merged"
     targets = [argv[-1] for argv in plan]
     assert targets[0] == str(merged)
-    assert targets[1:] == [str(merged / p) for p in
-                           ("proc", "sys", "dev", "dev/pts", "dev/shm", "srv/sandbox-repos", "var/cache/sandbox-pip")]
+    assert targets[1:] == [
+        str(merged / p)
+        for p in ("proc", "sys", "dev", "dev/pts", "dev/shm", "srv/sandbox-repos", "var/cache/sandbox-pip",
+                  "srv/sandbox-wheelhouse")
+    ]
     overlay = plan[0]
     assert overlay[:4] == ["mount", "-t", "overlay", "overlay"]
     assert f"lowerdir={lowers[0]}:{lowers[1]}," in overlay[5] and "upperdir=" in overlay[5]
@@ -110,7 +117,7 @@ def test_host_mount_plan_order_and_modes(tmp_path):
     assert any(a.startswith("ro,") for a in sysfs)
     # a private /dev: nothing of the machine's /dev is bound into a host
     assert plan[3][:3] == ["mount", "-t", "tmpfs"] and "newinstance" in ",".join(plan[4])
-    assert not any("/dev" == a for argv in plan for a in argv)
+    assert not any(a == "/dev" for argv in plan for a in argv)
     # no recursive binds: unmounting must never take the machine's own submounts along
     assert all("--rbind" not in argv and "rbind" not in ",".join(argv) for argv in plan)
 
@@ -123,7 +130,8 @@ def test_populate_dev_makes_only_the_usual_nodes(tmp_path):
     assert stat.S_IMODE(null.st_mode) == 0o666
     assert os.readlink(tmp_path / "fd") == "/proc/self/fd" and os.readlink(tmp_path / "ptmx") == "pts/ptmx"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [n for n, _, _ in sc.DEV_NODES] + [n for n, _ in sc.DEV_LINKS] + ["pts", "shm"])
+        [n for n, _, _ in sc.DEV_NODES] + [n for n, _ in sc.DEV_LINKS] + ["pts", "shm"]
+    )
     # no block device, nothing of the machine's disks
     assert not any(stat.S_ISBLK(p.lstat().st_mode) for p in tmp_path.iterdir())
 
@@ -160,9 +168,12 @@ def test_recipe_sources_are_the_marked_parts():
     text = Path(sc.__file__).read_text()
     suite = sc.recipe_source(text, "SUITE")
     platform = sc.recipe_source(text, "PLATFORM")
-    assert "SUITE_PACKAGES" in suite and "def bootstrap_suite" in suite
-    assert "def configure_platform" in platform and "def configure_platform" not in suite
-    assert "def host_up" not in suite + platform  # editing host handling must not invalidate the layers
+    assert "'SUITE_PACKAGES'" in suite and "name='bootstrap_suite'" in suite
+    assert "name='configure_platform'" in platform and "name='configure_platform'" not in suite
+    assert "name='host_up'" not in suite + platform  # editing host handling must not invalidate the layers
+    # a comment or a reformatted line changes nothing the recipe does, so it keeps the cached layers
+    commented = text.replace("# >>> SUITE RECIPE START", "# >>> SUITE RECIPE START\n# a new comment", 1)
+    assert sc.recipe_source(commented, "SUITE") == suite
 
 
 DEB822 = """\
@@ -179,8 +190,10 @@ Suites: bookworm-security
 
 
 def test_apt_sources_parse_both_formats():
-    one_line = "deb [arch=amd64 signed-by=/k.gpg] https://deb.nodesource.com/node_20.x nodistro main\n" \
-               "# deb http://old.example/debian sid main\ndeb http://one.example/debian trixie main\n"
+    one_line = (
+        "deb [arch=amd64 signed-by=/k.gpg] https://deb.nodesource.com/node_20.x nodistro main\n"
+        "# deb http://old.example/debian sid main\ndeb http://one.example/debian trixie main\n"
+    )
     uris = sc.apt_source_uris([DEB822, one_line])
     assert ("http://mirror.example/debian", ["bookworm", "bookworm-updates"]) in uris
     assert ("https://deb.nodesource.com/node_20.x", ["nodistro"]) in uris

@@ -104,7 +104,7 @@ def cuda_mode(host, stack_vars) -> str:
     version = str(stack_vars.get("cuda_version", stack_vars["gpu_stack_cuda_version"]))
     release = str(stack_vars.get("cuda_release", stack_vars["gpu_stack_cuda_release"]))
     package = stack_vars.get("cuda_package", f"cuda-toolkit-{version.replace('.', '-')}")
-    out = host.run(f"zypper --non-interactive --xmlout search --match-exact --details --type package {package}")
+    out = host.run(f"zypper --non-interactive --xmlout search --match-exact --details {package}")
     editions = re.findall(r'edition="([^"]+)"', out.stdout)
     return "system" if any(e.startswith(release) for e in editions) else "pip"
 
@@ -114,3 +114,15 @@ def system_cuda_only(cuda_mode) -> None:
     """Skip tests of the system CUDA tree on a host where TensorFlow uses its pip CUDA wheels."""
     if cuda_mode != "system":
         pytest.skip("TensorFlow uses its pip CUDA wheels here: nothing goes into the system CUDA tree")
+
+
+@pytest.fixture(scope="module")
+def host_python(host, stack_vars) -> str:
+    """A Python on the host that runs code: the ML virtualenv's, else a versioned interpreter. Leap and
+    SLE 15's system python3 (3.6) is not one to rely on."""
+    candidates = [f"{stack_vars.get('gpu_stack_venv_path', '/opt/gpu-stack/venv')}/bin/python",
+                  "/usr/bin/python3.13", "/usr/bin/python3.12", "/usr/bin/python3.11", "python3"]
+    for python in candidates:
+        if host.run(f"{python} -c pass").rc == 0:
+            return python
+    pytest.fail(f"no working Python on the host among {candidates}")

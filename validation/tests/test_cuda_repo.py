@@ -43,7 +43,8 @@ def repo(host, stack_vars) -> dict:
     baseurl = stack_vars.get("cuda_repo_baseurl")
     if not baseurl and stack_vars.get("cuda_repo_mirror"):
         baseurl = f"{stack_vars['cuda_repo_mirror'].rstrip('/')}/{dist}/{arch}"
-    return {"route": route, "alias": alias, "baseurl": baseurl, "fingerprint": fingerprint.replace(" ", "").upper()}
+    return {"route": route, "alias": alias, "baseurl": baseurl,
+            "fingerprint": fingerprint.replace(" ", "").upper()}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ def driver(host, stack_vars) -> dict:
         pytest.skip("nvidia_driver_route is none")
     if not force and not _has_nvidia_gpu(host):
         pytest.skip("no NVIDIA GPU and nvidia_driver_force is false: the role skips the driver")
-    version = str(stack_vars.get("nvidia_driver_version", stack_vars.get("gpu_stack_nvidia_driver_version", "")))
+    pin = stack_vars.get("gpu_stack_nvidia_driver_version", "")
+    version = str(stack_vars.get("nvidia_driver_version", pin))
     # Without a GPU the forced driver is G07 (SUSE's current generation), unless set
     generation = stack_vars.get("nvidia_driver_generation", "auto")
     if generation == "auto" and not _has_nvidia_gpu(host):

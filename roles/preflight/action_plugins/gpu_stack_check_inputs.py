@@ -99,8 +99,9 @@ class ActionModule(ActionBase):
             name = str(rule["name"])
             known, value = self._resolve(name, task_vars)
             if known and not re.fullmatch(str(rule["pattern"]), str(value)):
-                problems.append(f"{name} is {value!r}{self._origin(name, task_vars.get(name))}: "
-                                f"expected {rule['expect']}")
+                problems.append(
+                    f"{name} is {value!r}{self._origin(name, task_vars.get(name))}: expected {rule['expect']}"
+                )
         if problems:
             result.update(
                 failed=True,
@@ -110,5 +111,7 @@ class ActionModule(ActionBase):
                 + ". Fix these variables (inventory, group_vars or -e) and run again.",
             )
             return result
-        result.update(changed=False, msg=f"{checked} inputs of {len(args.get('roles') or [])} roles are valid")
+        result.update(
+            changed=False, msg=f"{checked} inputs of {len(args.get('roles') or [])} roles are valid"
+        )
         return result
