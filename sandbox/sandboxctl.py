@@ -1762,7 +1762,7 @@ def build_parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="chroot into a host: shell NAME [-- cmd...]")
     shell.add_argument("name", metavar="NAME")
     shell.add_argument("cmd", nargs=argparse.REMAINDER)
-    sub.add_parser("clean", help="down --all, then delete .cache/sandbox (keeps .cache/pip, .cache/wheelhouse)")
+    sub.add_parser("clean", help="down --all, delete .cache/sandbox (keeps .cache/pip and .cache/wheelhouse)")
     return p
 
 
