@@ -36,8 +36,8 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge idempotence check-mode verify \
-	integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
+.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge snapshot idempotence check-mode \
+	verify integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -77,13 +77,25 @@ unit: venv ## Unit tests (no sandbox)
 sandbox: venv host-packages ## Build (or reuse) the sandbox: stub repos, suite bases, one layer per platform
 	$(SANDBOXCTL) build
 
-wheelhouse: venv ## Download the ML venv's pinned wheels once (Python 3.11 and 3.13, with and without CUDA wheels)
+wheelhouse: $(CACHE)/wheelhouse/wheelhouse.json ## Download the ML venv's pinned wheels (Python 3.11 and 3.13, +CUDA wheels)
+# Downloaded again only when the pins change (pip keeps the files it already has)
+$(CACHE)/wheelhouse/wheelhouse.json: $(VENV)/.installed tools/wheelhouse.py roles/ml_venv/vars/main.yml \
+		inventory/group_vars/all/versions.yml
 	$(PY) tools/wheelhouse.py --out $(CACHE)/wheelhouse
 
 converge: sandbox wheelhouse ## Converge site.yml into a fresh host of each platform (HOSTS, default the matrix)
 	@mkdir -p $(LOGS)
-	@for h in $(HOSTS); do $(SANDBOXCTL) reset $$h >/dev/null; done
-	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-1.log
+	@# Unchanged roles, inventory, wheelhouse and layers: the snapshot of the last converge is that converge
+	@if [ -z "$(FRESH)" ] && $(PY) tests/converge_cache.py restore $(HOSTS); then \
+		echo "converge: restored from the snapshots of the last converge with these inputs (FRESH=1 converges anew)" \
+			| tee $(LOGS)/converge-1.log; \
+	else \
+		for h in $(HOSTS); do $(SANDBOXCTL) reset $$h >/dev/null; done; \
+		$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-1.log; \
+	fi
+
+snapshot: ## Keep the converged hosts as snapshots (converged-<host>) for the scenarios and the next run
+	$(PY) tests/converge_cache.py save $(HOSTS)
 
 idempotence: ## Converge again; fail unless changed=0
 	@mkdir -p $(LOGS)
@@ -115,7 +127,7 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 test: ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
-	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration \
+	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify snapshot integration \
 		|| status=$$?; \
 	$(SANDBOXCTL) down $(HOSTS) $(CHECK_HOSTS) >/dev/null 2>&1 || true; \
 	exit $$status

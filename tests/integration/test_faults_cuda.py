@@ -22,11 +22,11 @@ TAGS = "preflight,cuda_repo,nvidia_driver,cuda"
 SANDBOX_FINGERPRINT = "EAF843F3D788E462FC3AEFD791AD8E865D0297AF"
 # NVIDIA's real CUDA key: a well-formed fingerprint that the sandbox key does not have
 OTHER_FINGERPRINT = "610C 7B14 E068 A878 070D A4E9 9CD0 A493 D42D 0685"
-DEBIAN_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+DEBIAN_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 13 (trixie)"
 NAME="Debian GNU/Linux"
-VERSION_ID="12"
-VERSION="12 (bookworm)"
-VERSION_CODENAME=bookworm
+VERSION_ID="13"
+VERSION="13 (trixie)"
+VERSION_CODENAME=trixie
 ID=debian
 HOME_URL="https://www.debian.org/"
 """
@@ -44,6 +44,8 @@ def _fails_saying(res, *messages: str) -> None:
         assert message in out, f"{message!r} not in output:\n{res.stdout[-3000:]}"
 
 
+# On a 16.x stand-in: its python3 is real, so Ansible gets as far as preflight with the Debian os-release
+@pytest.mark.parametrize("fresh_host", ["leap160"], indirect=True)
 def test_unsupported_os(fresh_host) -> None:
     os_release = fresh_host.root / "etc" / "os-release"
     if os_release.is_symlink():
@@ -53,9 +55,9 @@ def test_unsupported_os(fresh_host) -> None:
     res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS)
     _fails_saying(
         res,
-        # Ansible reads the point release from /etc/debian_version: "Debian 12.x"
-        "Unsupported platform: found Debian 12",
-        "(x86_64, os_family Debian); Debian 12 is not a supported distribution.",
+        # Ansible reads the point release from /etc/debian_version: "Debian 13.x" under a trixie stand-in
+        "Unsupported platform: found Debian 13",
+        "(x86_64, os_family Debian); Debian 13 is not a supported distribution.",
         "Supported: openSUSE Leap 15 (x86_64); openSUSE Leap 16 (x86_64, aarch64); openSUSE Tumbleweed "
         "(x86_64, aarch64); SLES 15 (x86_64, aarch64); SLES 16 (x86_64, aarch64).",
     )
@@ -69,7 +71,7 @@ def test_wrong_key_fingerprint(fresh_host) -> None:
     _fails_saying(
         res,
         "Not trusting the CUDA repository signing key",
-        "/srv/sandbox-repos/cuda/opensuse15/x86_64/5D0297AF.pub:",
+        "/srv/sandbox-repos/keys/nvidia.asc:",
         "does not match any key fingerprints",
         SANDBOX_FINGERPRINT,
         "Expected fingerprint 610C7B14E068A878070DA4E99CD0A493D42D0685 (cuda_repo_gpgkey_fingerprint).",
