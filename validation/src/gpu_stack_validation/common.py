@@ -54,7 +54,12 @@ def run_cmd(
     args = tuple(str(a) for a in argv)
     try:
         proc = subprocess.run(
-            list(args), capture_output=True, text=True, errors="replace", timeout=timeout, env=env,
+            list(args),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=env,
             check=False,
         )
     except FileNotFoundError as exc:

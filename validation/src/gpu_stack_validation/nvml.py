@@ -61,8 +61,15 @@ def _call(fn: Any, *args: Any) -> Any:
 def probe(nv: Any = None) -> dict[str, Any]:
     """Driver version, the driver's CUDA version and every GPU NVML sees."""
     out: dict[str, Any] = {
-        "library": "libnvidia-ml.so.1", "binding": None, "loaded": False, "error": None, "init_rc": None,
-        "init_error": None, "driver_version": None, "cuda_driver_version": None, "gpus": [],
+        "library": "libnvidia-ml.so.1",
+        "binding": None,
+        "loaded": False,
+        "error": None,
+        "init_rc": None,
+        "init_error": None,
+        "driver_version": None,
+        "cuda_driver_version": None,
+        "gpus": [],
     }
     if nv is None:
         nv, why = load_binding()
@@ -90,10 +97,15 @@ def probe(nv: Any = None) -> dict[str, Any]:
             handle = _call(nv.nvmlDeviceGetHandleByIndex, i)
             if handle is None:
                 continue
-            gpu: dict[str, Any] = {"index": i, "name": _call(nv.nvmlDeviceGetName, handle),
-                                   "uuid": _call(nv.nvmlDeviceGetUUID, handle), "pci_bus_id": None,
-                                   "memory_total_mib": None, "compute_capability": None,
-                                   "persistence_mode": None}
+            gpu: dict[str, Any] = {
+                "index": i,
+                "name": _call(nv.nvmlDeviceGetName, handle),
+                "uuid": _call(nv.nvmlDeviceGetUUID, handle),
+                "pci_bus_id": None,
+                "memory_total_mib": None,
+                "compute_capability": None,
+                "persistence_mode": None,
+            }
             pci = _call(nv.nvmlDeviceGetPciInfo, handle)
             if pci is not None:
                 gpu["pci_bus_id"] = normalize_bus_id(getattr(pci, "busId", None))
@@ -112,7 +124,9 @@ def probe(nv: Any = None) -> dict[str, Any]:
     return out
 
 
-def bus_id_of_visible_gpu(gpus: list[Mapping[str, Any]], environ: Mapping[str, str]) -> tuple[str | None, str]:
+def bus_id_of_visible_gpu(
+    gpus: list[Mapping[str, Any]], environ: Mapping[str, str]
+) -> tuple[str | None, str]:
     """PCI bus id of CUDA device 0 of a process started with this environment, and how it was found.
 
     The benchmark's GPU worker runs with CUDA_DEVICE_ORDER=PCI_BUS_ID, so CUDA's device indices count
@@ -136,13 +150,22 @@ def bus_id_of_visible_gpu(gpus: list[Mapping[str, Any]], environ: Mapping[str, s
 def summarise(samples: list[tuple[float, float]]) -> dict[str, Any]:
     """Mean and peak of (utilisation %, memory used MiB) samples."""
     if not samples:
-        return {"nvml_samples": 0, "gpu_util_mean_pct": None, "gpu_util_peak_pct": None,
-                "gpu_mem_used_mean_mib": None, "gpu_mem_used_peak_mib": None}
+        return {
+            "nvml_samples": 0,
+            "gpu_util_mean_pct": None,
+            "gpu_util_peak_pct": None,
+            "gpu_mem_used_mean_mib": None,
+            "gpu_mem_used_peak_mib": None,
+        }
     utils = [s[0] for s in samples]
     mems = [s[1] for s in samples]
-    return {"nvml_samples": len(samples), "gpu_util_mean_pct": statistics.fmean(utils),
-            "gpu_util_peak_pct": max(utils), "gpu_mem_used_mean_mib": statistics.fmean(mems),
-            "gpu_mem_used_peak_mib": max(mems)}
+    return {
+        "nvml_samples": len(samples),
+        "gpu_util_mean_pct": statistics.fmean(utils),
+        "gpu_util_peak_pct": max(utils),
+        "gpu_mem_used_mean_mib": statistics.fmean(mems),
+        "gpu_mem_used_peak_mib": max(mems),
+    }
 
 
 class Sampler:
@@ -193,8 +216,14 @@ class Sampler:
         return self._nv is not None
 
     def info(self) -> dict[str, Any]:
-        return {"available": self.available, "reason": self.reason, "gpu_name": self.gpu_name,
-                "pci_bus_id": self.pci_bus_id, "selected_by": self.selected_by, "interval_s": self.interval}
+        return {
+            "available": self.available,
+            "reason": self.reason,
+            "gpu_name": self.gpu_name,
+            "pci_bus_id": self.pci_bus_id,
+            "selected_by": self.selected_by,
+            "interval_s": self.interval,
+        }
 
     def read(self) -> tuple[float, float] | None:
         try:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .. import nvml
-from .parsers import cuda_version_str, driver_at_least
 from .findings import Findings
+from .parsers import cuda_version_str, driver_at_least
 
 GPU_KEYS = ("name", "memory_total_mib", "compute_capability", "uuid", "pci_bus_id")
 DRIVER_PACKAGES = "nvidia-open-driver-G07-signed-cuda-kmp-default nvidia-compute-G07 nvidia-compute-utils-G07"
-NOUVEAU_FIX = ("echo 'blacklist nouveau' > /etc/modprobe.d/60-blacklist-nouveau.conf && dracut -f && reboot "
-               "(the initrd must not load nouveau either)")
+NOUVEAU_FIX = (
+    "echo 'blacklist nouveau' > /etc/modprobe.d/60-blacklist-nouveau.conf && dracut -f && reboot "
+    "(the initrd must not load nouveau either)"
+)
 
 
 def merge_gpus(facts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,8 +38,18 @@ def merge_gpus(facts: dict[str, Any]) -> list[dict[str, Any]]:
         gpus.append(gpu)
     if not gpus:
         for i, g in enumerate(facts["lspci"]["gpus"]):
-            gpus.append({"index": i, "name": g["name"], "memory_total_mib": None, "compute_capability": None,
-                         "uuid": None, "pci_bus_id": g["slot"], "pci_id": g["pci_id"], "source": "lspci"})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": g["name"],
+                    "memory_total_mib": None,
+                    "compute_capability": None,
+                    "uuid": None,
+                    "pci_bus_id": g["slot"],
+                    "pci_id": g["pci_id"],
+                    "source": "lspci",
+                }
+            )
     return gpus
 
 
@@ -71,7 +82,11 @@ def check_gpu(facts: dict[str, Any], opts: argparse.Namespace, fx: Findings) -> 
     driver_answers = bool((smi["ok"] and smi["gpus"]) or nvml.get("gpus") or cuda.get("cuinit_rc") == 0)
     found = bool(lspci["gpus"] or driver_answers)
     res: dict[str, Any] = {
-        "status": "ok", "found": found, "cpu_only": not found, "count": len(gpus), "gpus": gpus,
+        "status": "ok",
+        "found": found,
+        "cpu_only": not found,
+        "count": len(gpus),
+        "gpus": gpus,
         "driver_answers": driver_answers,
         "lspci": {"available": lspci["available"], "devices": lspci["gpus"]},
         "dev_nodes": facts["dev_nodes"],
@@ -79,40 +94,59 @@ def check_gpu(facts: dict[str, Any], opts: argparse.Namespace, fx: Findings) -> 
         "nvml": {k: nvml.get(k) for k in ("loaded", "init_error", "error")},
     }
     evidence = [
-        "lspci: not installed" if not lspci["available"] else
-        f"lspci: {len(lspci['gpus'])} NVIDIA" if lspci["rc"] == 0 else f"lspci: failed ({lspci['rc']})",
+        "lspci: not installed"
+        if not lspci["available"]
+        else f"lspci: {len(lspci['gpus'])} NVIDIA"
+        if lspci["rc"] == 0
+        else f"lspci: failed ({lspci['rc']})",
         f"/dev/nvidia*: {len(facts['dev_nodes'])}",
         "nvidia-smi: " + ("ok" if smi["ok"] else (smi["error_kind"] or "failed").replace("_", " ")),
     ]
     if not lspci["available"]:
-        fx.warn("gpu", "lspci is not installed: a GPU whose driver is missing cannot be seen",
-                "zypper install pciutils")
+        fx.warn(
+            "gpu",
+            "lspci is not installed: a GPU whose driver is missing cannot be seen",
+            "zypper install pciutils",
+        )
     if not found:
         res["summary"] = "no NVIDIA GPU: CPU-only (" + "; ".join(evidence) + ")"
         if opts.require_gpu:
             res["status"] = "fail"
-            fx.fail("gpu", "no NVIDIA GPU found and --require-gpu was given (" + "; ".join(evidence) + ")",
-                    "check `lspci -nn | grep -i nvidia` on the host; in a VM pass the GPU through "
-                    "(vagrant-libvirt: libvirt.pci + kvm_hidden); or drop --require-gpu on a CPU-only host")
+            fx.fail(
+                "gpu",
+                "no NVIDIA GPU found and --require-gpu was given (" + "; ".join(evidence) + ")",
+                "check `lspci -nn | grep -i nvidia` on the host; in a VM pass the GPU through "
+                "(vagrant-libvirt: libvirt.pci + kvm_hidden); or drop --require-gpu on a CPU-only host",
+            )
         return res
     if not driver_answers:
         res["status"] = "fail"
         names = ", ".join(g["name"] for g in lspci["gpus"]) or "an NVIDIA GPU"
         kind = smi["error_kind"]
         if kind == "version_mismatch" or nvml.get("init_rc") == 18:
-            fx.fail("gpu", f"{names} present but the loaded kernel module and the driver libraries differ "
-                    "(Driver/library version mismatch)",
-                    "reboot (or unload and reload the nvidia modules) after the driver update")
+            fx.fail(
+                "gpu",
+                f"{names} present but the loaded kernel module and the driver libraries differ "
+                "(Driver/library version mismatch)",
+                "reboot (or unload and reload the nvidia modules) after the driver update",
+            )
         elif kind == "no_driver" or not facts["dev_nodes"]:
-            fx.fail("gpu", f"{names} present (lspci) but the NVIDIA driver is not loaded"
-                    + (f": {smi['message']}" if smi.get("message") else ""),
-                    f"zypper install {DRIVER_PACKAGES} (the nvidia_driver role), then reboot; "
-                    "`dmesg | grep -i nvrm` tells why the module did not load (secure boot, missing kmp)")
+            fx.fail(
+                "gpu",
+                f"{names} present (lspci) but the NVIDIA driver is not loaded"
+                + (f": {smi['message']}" if smi.get("message") else ""),
+                f"zypper install {DRIVER_PACKAGES} (the nvidia_driver role), then reboot; "
+                "`dmesg | grep -i nvrm` tells why the module did not load (secure boot, missing kmp)",
+            )
         else:
-            fx.fail("gpu", f"{names} present but neither nvidia-smi nor NVML nor cuInit reach it ("
-                    + "; ".join(evidence) + ")",
-                    "check the /dev/nvidia* permissions (the user needs the video group) and "
-                    "`nvidia-smi`; reinstall nvidia-compute-G07 if libraries are missing")
+            fx.fail(
+                "gpu",
+                f"{names} present but neither nvidia-smi nor NVML nor cuInit reach it ("
+                + "; ".join(evidence)
+                + ")",
+                "check the /dev/nvidia* permissions (the user needs the video group) and "
+                "`nvidia-smi`; reinstall nvidia-compute-G07 if libraries are missing",
+            )
         res["summary"] = f"{names} found but the driver does not answer (" + "; ".join(evidence) + ")"
         return res
     version, _ = driver_version_of(facts)
@@ -127,9 +161,14 @@ def check_cuda_driver(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
     cuda = facts["cuda_driver"]
     api = cuda.get("driver_api_version")
     res: dict[str, Any] = {
-        "status": "ok", "library": cuda.get("path") or cuda.get("library"), "loaded": cuda.get("loaded"),
-        "driver_api_version": api, "driver_api": cuda_version_str(api), "cuinit_rc": cuda.get("cuinit_rc"),
-        "cuinit_error": cuda.get("cuinit_error"), "device_count": len(cuda.get("devices") or []),
+        "status": "ok",
+        "library": cuda.get("path") or cuda.get("library"),
+        "loaded": cuda.get("loaded"),
+        "driver_api_version": api,
+        "driver_api": cuda_version_str(api),
+        "cuinit_rc": cuda.get("cuinit_rc"),
+        "cuinit_error": cuda.get("cuinit_error"),
+        "device_count": len(cuda.get("devices") or []),
         "error": cuda.get("error"),
     }
     found = gpu["found"]
@@ -153,13 +192,17 @@ def check_cuda_driver(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
         return res
     why = f"cuInit returned {rc} ({res['cuinit_error']})"
     if rc == 34:
-        fix = ("libcuda.so.1 is the toolkit's stub: remove .../lib64/stubs from /etc/ld.so.conf.d and "
-               "LD_LIBRARY_PATH, run ldconfig, install nvidia-compute-G07")
+        fix = (
+            "libcuda.so.1 is the toolkit's stub: remove .../lib64/stubs from /etc/ld.so.conf.d and "
+            "LD_LIBRARY_PATH, run ldconfig, install nvidia-compute-G07"
+        )
     elif rc == 100 and facts["host"].get("cuda_visible_devices") is not None:
         fix = f"CUDA_VISIBLE_DEVICES={facts['host']['cuda_visible_devices']!r} hides the GPU: unset it"
     elif rc in (35, 803):
-        fix = ("the driver is older than the CUDA libraries or does not match them: zypper install "
-               f"{DRIVER_PACKAGES} at gpu_stack_nvidia_driver_version (the nvidia_driver role), then reboot")
+        fix = (
+            "the driver is older than the CUDA libraries or does not match them: zypper install "
+            f"{DRIVER_PACKAGES} at gpu_stack_nvidia_driver_version (the nvidia_driver role), then reboot"
+        )
     else:
         fix = "check `nvidia-smi` and `dmesg | grep -i nvrm`; reboot after a driver update"
     res["summary"] = f"{head}; {why}"
@@ -178,8 +221,13 @@ def check_driver_version(facts: dict[str, Any], expected: dict[str, Any], fx: Fi
     api = facts["cuda_driver"].get("driver_api_version")
     kmod, libv = facts.get("proc_driver_version"), facts.get("libcuda_file_version")
     res: dict[str, Any] = {
-        "status": "ok", "version": version, "source": source, "kernel_module_version": kmod,
-        "library_version": libv, "required_min": need, "cuda_major": expected.get("cuda_major"),
+        "status": "ok",
+        "version": version,
+        "source": source,
+        "kernel_module_version": kmod,
+        "library_version": libv,
+        "required_min": need,
+        "cuda_major": expected.get("cuda_major"),
         "driver_api": cuda_version_str(api),
     }
     libcuda = facts["cuda_driver"].get("path") or ""
@@ -198,23 +246,26 @@ def check_driver_version(facts: dict[str, Any], expected: dict[str, Any], fx: Fi
     major = expected["cuda_major"]
     if ok is False:
         res["status"] = "fail"
-        fx.fail("driver_version", f"driver {version} is older than {need}, the minimum for CUDA {major}",
-                f"update the NVIDIA driver to >= {need}: the nvidia_driver role with "
-                f"gpu_stack_nvidia_driver_version (zypper install {DRIVER_PACKAGES}), then reboot")
+        fx.fail(
+            "driver_version",
+            f"driver {version} is older than {need}, the minimum for CUDA {major}",
+            f"update the NVIDIA driver to >= {need}: the nvidia_driver role with "
+            f"gpu_stack_nvidia_driver_version (zypper install {DRIVER_PACKAGES}), then reboot",
+        )
     api_major = api // 1000 if api else None
     if api_major is not None and major is not None and major.isdigit() and api_major < int(major):
         res["status"] = "fail"
-        fx.fail("driver_version",
-                f"the driver supports CUDA {cuda_version_str(api)}, "
-                f"TensorFlow needs CUDA {expected['cuda_version']}",
-                f"update the NVIDIA driver to >= {need} (the nvidia_driver role)")
+        fx.fail(
+            "driver_version",
+            f"the driver supports CUDA {cuda_version_str(api)}, "
+            f"TensorFlow needs CUDA {expected['cuda_version']}",
+            f"update the NVIDIA driver to >= {need} (the nvidia_driver role)",
+        )
     cmp = ">=" if ok else "<"
     res["summary"] = f"driver {version} ({source}) {cmp} {need} needed by CUDA {major}"
     if api:
         res["summary"] += f"; driver API CUDA {cuda_version_str(api)}"
     return res
-
-
 
 
 def userspace_driver(facts: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -234,21 +285,31 @@ def check_kernel_module(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings
     user, user_source = userspace_driver(facts)
     libcuda = facts["cuda_driver"].get("path") or ""
     res: dict[str, Any] = {
-        "status": "ok", "loaded": loaded, "version": version,
-        "source": "/proc/driver/nvidia/version" if k.get("proc_version") else (
-            "/sys/module/nvidia/version" if version else None),
-        "flavour": k.get("flavour"), "userspace_version": user, "userspace_source": user_source,
-        "uvm_loaded": "nvidia_uvm" in k["modules"], "modules": sorted(m for m in k["modules"] if m != "nouveau"),
+        "status": "ok",
+        "loaded": loaded,
+        "version": version,
+        "source": "/proc/driver/nvidia/version"
+        if k.get("proc_version")
+        else ("/sys/module/nvidia/version" if version else None),
+        "flavour": k.get("flavour"),
+        "userspace_version": user,
+        "userspace_source": user_source,
+        "uvm_loaded": "nvidia_uvm" in k["modules"],
+        "modules": sorted(m for m in k["modules"] if m != "nouveau"),
     }
     if not loaded:
         if gpu["found"]:
             res["status"] = "fail"
             res["summary"] = "the nvidia kernel module is not loaded"
-            why = (" (Secure Boot is on: an unsigned module is refused)" if k.get("secure_boot") else "")
-            fx.fail("kernel_module", f"an NVIDIA GPU is present but the nvidia kernel module is not loaded{why}",
-                    "modprobe nvidia nvidia_uvm; if it fails, `dmesg | grep -iE 'nvrm|nvidia'` says why: the kmp must "
-                    "match the running kernel (`rpm -q nvidia-open-driver-G07-signed-cuda-kmp-default` against "
-                    "`uname -r`); after a kmp install, reboot")
+            why = " (Secure Boot is on: an unsigned module is refused)" if k.get("secure_boot") else ""
+            fx.fail(
+                "kernel_module",
+                f"an NVIDIA GPU is present but the nvidia kernel module is not loaded{why}",
+                "modprobe nvidia nvidia_uvm; if it fails, `dmesg | grep -iE 'nvrm|nvidia'` says why: "
+                "the kmp must "
+                "match the running kernel (`rpm -q nvidia-open-driver-G07-signed-cuda-kmp-default` against "
+                "`uname -r`); after a kmp install, reboot",
+            )
         else:
             res["status"] = "skip"
             res["summary"] = "not loaded (no NVIDIA GPU)"
@@ -259,19 +320,28 @@ def check_kernel_module(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings
     if version and user and version != user:
         if "/compat/" in libcuda:
             res["status"] = "warn"
-            fx.warn("kernel_module", f"libcuda {user} from {libcuda} runs on kernel module {version} "
-                    "(CUDA forward compatibility)", "fine on datacenter GPUs; elsewhere remove cuda-compat and "
-                    "update the driver")
+            fx.warn(
+                "kernel_module",
+                f"libcuda {user} from {libcuda} runs on kernel module {version} (CUDA forward compatibility)",
+                "fine on datacenter GPUs; elsewhere remove cuda-compat and update the driver",
+            )
         else:
             res["status"] = "fail"
-            fx.fail("kernel_module", f"the loaded nvidia kernel module is {version} but the user-space driver is "
-                    f"{user} ({user_source}): the driver was updated without a reboot",
-                    "reboot (or stop every CUDA program and nvidia-persistenced, then "
-                    "rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia nvidia_uvm)")
+            fx.fail(
+                "kernel_module",
+                f"the loaded nvidia kernel module is {version} but the user-space driver is "
+                f"{user} ({user_source}): the driver was updated without a reboot",
+                "reboot (or stop every CUDA program and nvidia-persistenced, then "
+                "rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia nvidia_uvm)",
+            )
     if gpu["found"] and not res["uvm_loaded"] and "/dev/nvidia-uvm" not in facts["dev_nodes"]:
         res["status"] = "warn" if res["status"] == "ok" else res["status"]
-        fx.warn("kernel_module", "nvidia_uvm is not loaded and /dev/nvidia-uvm is missing: CUDA programs fail "
-                "until it is (CUDA loads it through nvidia-modprobe when that is installed)", "modprobe nvidia_uvm")
+        fx.warn(
+            "kernel_module",
+            "nvidia_uvm is not loaded and /dev/nvidia-uvm is missing: CUDA programs fail "
+            "until it is (CUDA loads it through nvidia-modprobe when that is installed)",
+            "modprobe nvidia_uvm",
+        )
     return res
 
 
@@ -280,7 +350,12 @@ def check_nouveau(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> d
     k = facts["kernel"]
     loaded = "nouveau" in k["modules"]
     blacklist = k.get("nouveau_blacklist") or []
-    res: dict[str, Any] = {"status": "ok", "loaded": loaded, "blacklisted": bool(blacklist), "blacklist": blacklist}
+    res: dict[str, Any] = {
+        "status": "ok",
+        "loaded": loaded,
+        "blacklisted": bool(blacklist),
+        "blacklist": blacklist,
+    }
     if not k.get("modules_readable"):
         res["status"] = "skip"
         res["summary"] = "/proc/modules is not readable"
@@ -292,8 +367,12 @@ def check_nouveau(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> d
     if loaded:
         res["status"] = "fail"
         res["summary"] = "nouveau is loaded"
-        fx.fail("nouveau", "nouveau (the kernel's own NVIDIA driver) is loaded: it holds the GPU and the nvidia "
-                "module cannot bind it", NOUVEAU_FIX)
+        fx.fail(
+            "nouveau",
+            "nouveau (the kernel's own NVIDIA driver) is loaded: it holds the GPU and the nvidia "
+            "module cannot bind it",
+            NOUVEAU_FIX,
+        )
     elif not blacklist:
         res["status"] = "warn"
         res["summary"] = "nouveau not loaded, but not blacklisted"
@@ -304,14 +383,19 @@ def check_nouveau(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> d
 
 
 def check_secure_boot(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> dict[str, Any]:
-    """Secure Boot state, and whether the nvidia module is signed (taint E = an unsigned module was loaded)."""
+    """Secure Boot state, and whether the nvidia module is signed (taint E: an unsigned module loaded)."""
     k = facts["kernel"]
     sb = k.get("secure_boot")
     loaded = bool(k.get("proc_version") or k.get("sys_version") or "nvidia" in k["modules"])
     taint = k.get("taint") or ""
-    res: dict[str, Any] = {"status": "ok", "enabled": sb, "source": k.get("secure_boot_source"),
-                           "module_signer": k.get("module_signer"), "module_taint": taint or None,
-                           "module_unsigned": "E" in taint if taint else None}
+    res: dict[str, Any] = {
+        "status": "ok",
+        "enabled": sb,
+        "source": k.get("secure_boot_source"),
+        "module_signer": k.get("module_signer"),
+        "module_taint": taint or None,
+        "module_unsigned": "E" in taint if taint else None,
+    }
     state = {True: "on", False: "off", None: "unknown (no EFI variables, mokutil missing)"}[sb]
     res["summary"] = f"Secure Boot {state}" + (f" ({res['source']})" if res["source"] else "")
     if res["module_signer"]:
@@ -323,14 +407,21 @@ def check_secure_boot(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
         return res
     if sb and not loaded:
         res["status"] = "fail"
-        fx.fail("secure_boot", "Secure Boot is on and the nvidia module is not loaded: the kernel refuses a module "
-                "without a trusted signature", "install the Secure-Boot-signed kmp "
-                "(nvidia-open-driver-G07-signed-cuda-kmp-default, the nvidia_driver role's default); with DKMS, "
-                "enroll its key: mokutil --import /var/lib/dkms/mok.pub, then reboot and confirm in MokManager")
+        fx.fail(
+            "secure_boot",
+            "Secure Boot is on and the nvidia module is not loaded: the kernel refuses a module "
+            "without a trusted signature",
+            "install the Secure-Boot-signed kmp "
+            "(nvidia-open-driver-G07-signed-cuda-kmp-default, the nvidia_driver role's default); with DKMS, "
+            "enroll its key: mokutil --import /var/lib/dkms/mok.pub, then reboot and confirm in MokManager",
+        )
     elif loaded and "E" in taint:
         res["status"] = "warn"
-        fx.warn("secure_boot", "the loaded nvidia module is unsigned (kernel taint E): with Secure Boot on it "
-                "would be refused", "use the signed kmp nvidia-open-driver-G07-signed-cuda-kmp-default")
+        fx.warn(
+            "secure_boot",
+            "the loaded nvidia module is unsigned (kernel taint E): with Secure Boot on it would be refused",
+            "use the signed kmp nvidia-open-driver-G07-signed-cuda-kmp-default",
+        )
     return res
 
 
@@ -339,8 +430,13 @@ def check_persistenced(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings)
     k = facts["kernel"]
     pids = k.get("persistenced_pids") or []
     modes = [g.get("persistence_mode") for g in facts["nvml"].get("gpus") or []]
-    res: dict[str, Any] = {"status": "ok", "running": bool(pids), "pids": pids,
-                           "installed": k.get("persistenced_installed"), "persistence_mode": modes}
+    res: dict[str, Any] = {
+        "status": "ok",
+        "running": bool(pids),
+        "pids": pids,
+        "installed": k.get("persistenced_installed"),
+        "persistence_mode": modes,
+    }
     if not gpu["found"]:
         res["status"] = "skip"
         res["summary"] = "no NVIDIA GPU"
@@ -353,7 +449,10 @@ def check_persistenced(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings)
         res["status"] = "warn"
         res["summary"] = "nvidia-persistenced not running; persistence mode off"
         install = "" if k.get("persistenced_installed") else "zypper install nvidia-persistenced && "
-        fx.warn("persistenced", "nvidia-persistenced is not running and persistence mode is off: the driver "
-                "tears the GPU down after each CUDA program (slow starts; NVIDIA recommends it for compute)",
-                f"{install}systemctl enable --now nvidia-persistenced")
+        fx.warn(
+            "persistenced",
+            "nvidia-persistenced is not running and persistence mode is off: the driver "
+            "tears the GPU down after each CUDA program (slow starts; NVIDIA recommends it for compute)",
+            f"{install}systemctl enable --now nvidia-persistenced",
+        )
     return res

@@ -32,30 +32,55 @@ from .report import evaluate, render_table
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpu-doctor",
-        description="Check that this host can run TensorFlow on its NVIDIA GPU; print each problem and its fix.",
+        description="Check that this host can run TensorFlow on its NVIDIA GPU; print each problem, its fix.",
         epilog="Exit codes: 0 ok, 1 a check failed, 2 usage or environment error.",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--output", metavar="FILE", help="also write the JSON report to FILE")
-    p.add_argument("--pins", metavar="FILE",
-                   help="pinned versions (JSON); default: <venv>/share/gpu-stack/validation/pins.json (the "
-                   "gpu_validation role's), else the repository's inventory/group_vars/all/versions.yml")
-    p.add_argument("--python", default=sys.executable,
-                   help="interpreter whose TensorFlow is checked (default: this one, %(default)s)")
-    p.add_argument("--cuda-home", default=os.environ.get("CUDA_HOME") or "/usr/local/cuda",
-                   help="CUDA toolkit root for headers (default: $CUDA_HOME or /usr/local/cuda)")
-    p.add_argument("--cuda-mode", choices=("auto", "system", "pip"), default="auto",
-                   help="where TensorFlow's CUDA libraries come from: the system, or NVIDIA's pip wheels in the "
-                   "virtualenv; auto reads the ml_venv stamp <venv>/gpu-stack-venv.json, else looks for the "
-                   "wheels (default auto)")
-    p.add_argument("--require-gpu", action="store_true", help="no NVIDIA GPU is a failure (default: CPU-only is ok)")
+    p.add_argument(
+        "--pins",
+        metavar="FILE",
+        help="pinned versions (JSON); default: <venv>/share/gpu-stack/validation/pins.json (the "
+        "gpu_validation role's), else the repository's inventory/group_vars/all/versions.yml",
+    )
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter whose TensorFlow is checked (default: this one, %(default)s)",
+    )
+    p.add_argument(
+        "--cuda-home",
+        default=os.environ.get("CUDA_HOME") or "/usr/local/cuda",
+        help="CUDA toolkit root for headers (default: $CUDA_HOME or /usr/local/cuda)",
+    )
+    p.add_argument(
+        "--cuda-mode",
+        choices=("auto", "system", "pip"),
+        default="auto",
+        help="where TensorFlow's CUDA libraries come from: the system, or NVIDIA's pip wheels in the "
+        "virtualenv; auto reads the ml_venv stamp <venv>/gpu-stack-venv.json, else looks for the "
+        "wheels (default auto)",
+    )
+    p.add_argument(
+        "--require-gpu", action="store_true", help="no NVIDIA GPU is a failure (default: CPU-only is ok)"
+    )
     p.add_argument("--require-tensorflow", action="store_true", help="TensorFlow not installed is a failure")
     p.add_argument("--skip-tensorflow", action="store_true", help="do not import TensorFlow (faster)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds per system command (default %(default)s)")
-    p.add_argument("--tf-timeout", type=float, default=180.0,
-                   help="seconds for the TensorFlow import and GPU listing (default %(default)s)")
-    p.add_argument("--dcgm-timeout", type=float, default=300.0,
-                   help="seconds for dcgmi diag -r 1 when dcgmi is installed (default %(default)s)")
+    p.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds per system command (default %(default)s)"
+    )
+    p.add_argument(
+        "--tf-timeout",
+        type=float,
+        default=180.0,
+        help="seconds for the TensorFlow import and GPU listing (default %(default)s)",
+    )
+    p.add_argument(
+        "--dcgm-timeout",
+        type=float,
+        default=300.0,
+        help="seconds for dcgmi diag -r 1 when dcgmi is installed (default %(default)s)",
+    )
     return p
 
 

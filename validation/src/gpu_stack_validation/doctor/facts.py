@@ -18,8 +18,8 @@ from .parsers import (
     classify_nvidia_smi_failure,
     cmdline_blacklists,
     cuda_version_str,
-    library_file_version,
     ldconfig_arch,
+    library_file_version,
     modprobe_blacklists,
     parse_cuda_version_header,
     parse_cudnn_version_header,
@@ -66,11 +66,19 @@ def package_for(soname: str, expected: dict[str, Any]) -> tuple[str, str]:
 
 
 # pip mode: the wheel of NVIDIA's that carries each library (tensorflow[and-cuda] pins them)
-WHEELS = {"libcudart": "nvidia-cuda-runtime-cu12", "libcublas": "nvidia-cublas-cu12",
-          "libcublasLt": "nvidia-cublas-cu12", "libcufft": "nvidia-cufft-cu12", "libcurand": "nvidia-curand-cu12",
-          "libcusolver": "nvidia-cusolver-cu12", "libcusparse": "nvidia-cusparse-cu12",
-          "libcudnn": "nvidia-cudnn-cu12", "libnccl": "nvidia-nccl-cu12", "libnvrtc": "nvidia-cuda-nvrtc-cu12",
-          "libnvJitLink": "nvidia-nvjitlink-cu12"}
+WHEELS = {
+    "libcudart": "nvidia-cuda-runtime-cu12",
+    "libcublas": "nvidia-cublas-cu12",
+    "libcublasLt": "nvidia-cublas-cu12",
+    "libcufft": "nvidia-cufft-cu12",
+    "libcurand": "nvidia-curand-cu12",
+    "libcusolver": "nvidia-cusolver-cu12",
+    "libcusparse": "nvidia-cusparse-cu12",
+    "libcudnn": "nvidia-cudnn-cu12",
+    "libnccl": "nvidia-nccl-cu12",
+    "libnvrtc": "nvidia-cuda-nvrtc-cu12",
+    "libnvJitLink": "nvidia-nvjitlink-cu12",
+}
 
 
 def wheel_for(soname: str, cuda_major: str | None) -> str:
@@ -81,18 +89,27 @@ def wheel_for(soname: str, cuda_major: str | None) -> str:
 
 def host_facts() -> dict[str, Any]:
     osr = parse_os_release(probes.read_text("/etc/os-release") or "")
-    return {"hostname": socket.gethostname(), "os": osr.get("PRETTY_NAME"), "kernel": platform.release(),
-            "machine": platform.machine(), "doctor_python": platform.python_version(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "ld_library_path": os.environ.get("LD_LIBRARY_PATH")}
+    return {
+        "hostname": socket.gethostname(),
+        "os": osr.get("PRETTY_NAME"),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "doctor_python": platform.python_version(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
+    }
 
 
 def gpu_facts(timeout: float) -> dict[str, Any]:
     """lspci, /dev/nvidia*, nvidia-smi and NVML."""
     res = run_cmd([find_tool("lspci"), "-nn"], timeout=timeout)
     out: dict[str, Any] = {
-        "lspci": {"available": res.rc != RC_NOT_FOUND, "rc": res.rc, "gpus": parse_lspci(res.stdout) if res.ok else [],
-                  "error": None if res.ok else res.output[-300:]},
+        "lspci": {
+            "available": res.rc != RC_NOT_FOUND,
+            "rc": res.rc,
+            "gpus": parse_lspci(res.stdout) if res.ok else [],
+            "error": None if res.ok else res.output[-300:],
+        },
         "dev_nodes": probes.dev_nodes(),
     }
     smi = find_tool("nvidia-smi")
@@ -102,8 +119,16 @@ def gpu_facts(timeout: float) -> dict[str, Any]:
     if not res.ok and "not a valid field" in res.output.lower():  # drivers before compute_cap existed
         fields = SMI_FIELDS[:-1]
         res = run_cmd([smi, f"--query-gpu={','.join(fields)}", query[2]], timeout=timeout)
-    smi_facts: dict[str, Any] = {"available": res.rc != RC_NOT_FOUND, "rc": res.rc, "ok": res.ok, "gpus": [],
-                                 "driver_version": None, "cuda_version": None, "error_kind": None, "message": None}
+    smi_facts: dict[str, Any] = {
+        "available": res.rc != RC_NOT_FOUND,
+        "rc": res.rc,
+        "ok": res.ok,
+        "gpus": [],
+        "driver_version": None,
+        "cuda_version": None,
+        "error_kind": None,
+        "message": None,
+    }
     if res.ok:
         smi_facts["gpus"] = parse_nvidia_smi_csv(res.stdout, fields)
         xml = run_cmd([smi, "-q", "-x"], timeout=timeout)
@@ -143,14 +168,18 @@ def kernel_facts(timeout: float) -> dict[str, Any]:
         "flavour": parse_proc_driver_flavour(version_text),
         "sys_version": (probes.read_text("/sys/module/nvidia/version") or "").strip() or None,
         "taint": (probes.read_text("/sys/module/nvidia/taint") or "").strip() or None,
-        "modules": {name: modules[name] for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm",
-                                                     "nouveau") if name in modules},
+        "modules": {
+            name: modules[name]
+            for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm", "nouveau")
+            if name in modules
+        },
         "modules_readable": modules_text is not None,
         "module_signer": modinfo.stdout.strip() or None if modinfo.ok else None,
         "modinfo_rc": modinfo.rc,
         "nouveau_blacklist": modprobe_blacklists(conf, "nouveau")
         + cmdline_blacklists(probes.read_text("/proc/cmdline") or "", "nouveau"),
-        "secure_boot": sb, "secure_boot_source": sb_source,
+        "secure_boot": sb,
+        "secure_boot_source": sb_source,
         "mokutil_available": mok.rc != RC_NOT_FOUND,
         "persistenced_pids": probes.processes_named("nvidia-persistenced"),
         "persistenced_installed": find_tool("nvidia-persistenced") != "nvidia-persistenced",
@@ -177,29 +206,51 @@ def cuda_mode_facts(opts: argparse.Namespace, tf: dict[str, Any]) -> dict[str, A
         mode, source = "pip", "detected: NVIDIA's CUDA wheels (nvidia-*-cu12) beside TensorFlow"
     else:
         mode, source = "system", "detected: no NVIDIA CUDA wheels in the virtualenv"
-    return {"mode": mode, "source": source, "requested": opts.cuda_mode, "venv": prefix, "stamp": stamp_path
-            if stamp is not None else None, "stamp_mode": stamped, "stamp_invalid": stamp is not None and
-            stamped not in ("system", "pip"), "wheel_libs": wheels, "wheel_dists": dists,
-            "tensorflow_nvidia_requires": tf.get("nvidia_requires") or []}
+    return {
+        "mode": mode,
+        "source": source,
+        "requested": opts.cuda_mode,
+        "venv": prefix,
+        "stamp": stamp_path if stamp is not None else None,
+        "stamp_mode": stamped,
+        "stamp_invalid": stamp is not None and stamped not in ("system", "pip"),
+        "wheel_libs": wheels,
+        "wheel_dists": dists,
+        "tensorflow_nvidia_requires": tf.get("nvidia_requires") or [],
+    }
 
 
 def _resolution(path: str) -> dict[str, Any]:
     real = probes.realpath(path)
-    return {"path": path, "realpath": real, "exists": os.path.exists(real) if real else False,
-            "elf_soname": read_soname(real), "file_major": file_major(real)}
+    return {
+        "path": path,
+        "realpath": real,
+        "exists": os.path.exists(real) if real else False,
+        "elf_soname": read_soname(real),
+        "file_major": file_major(real),
+    }
 
 
-def system_library_facts(soname: str, ldconfig: dict[str, list[str]], dirs: list[str], expected: dict[str, Any],
-                         timeout: float) -> dict[str, Any]:
+def system_library_facts(
+    soname: str, ldconfig: dict[str, list[str]], dirs: list[str], expected: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     dl = probes.probe_dlopen(soname)
     exact = [p for d in dirs for p in [os.path.join(d, soname)] if probes.lexists(p)]
-    paths = list(dict.fromkeys([*ldconfig.get(soname, []), *([dl["path"]] if dl.get("path") else []), *exact]))
+    paths = list(
+        dict.fromkeys([*ldconfig.get(soname, []), *([dl["path"]] if dl.get("path") else []), *exact])
+    )
     lib: dict[str, Any] = {
-        "soname": soname, "ldconfig": ldconfig.get(soname, []), "dlopen": dl, "wheel": None,
+        "soname": soname,
+        "ldconfig": ldconfig.get(soname, []),
+        "dlopen": dl,
+        "wheel": None,
         "candidates": [] if dl["ok"] else probes.find_library_files(soname, dirs),
-        "other_sonames": sorted(s for s in ldconfig if soname_stem(s) == soname_stem(soname) and s != soname
-                                and soname_major(s)),
-        "resolved": [_resolution(p) for p in paths], "owners": {}, "rpm": None,
+        "other_sonames": sorted(
+            s for s in ldconfig if soname_stem(s) == soname_stem(soname) and s != soname and soname_major(s)
+        ),
+        "resolved": [_resolution(p) for p in paths],
+        "owners": {},
+        "rpm": None,
     }
     aliased = any(r["elf_soname"] and r["elf_soname"] != soname for r in lib["resolved"])
     if not dl["ok"] or aliased:
@@ -209,20 +260,32 @@ def system_library_facts(soname: str, ldconfig: dict[str, list[str]], dirs: list
                 lib["owners"][p] = owner
         package = next(iter(lib["owners"].values()), None) or package_for(soname, expected)[0]
         installed = probes.rpm_installed(package, timeout)
-        lib["rpm"] = {"package": package, "installed": installed,
-                      "verify": parse_rpm_verify(probes.rpm_verify(package, timeout)) if installed else []}
+        lib["rpm"] = {
+            "package": package,
+            "installed": installed,
+            "verify": parse_rpm_verify(probes.rpm_verify(package, timeout)) if installed else [],
+        }
     return lib
 
 
 def pip_library_facts(soname: str, mode: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     path = mode["wheel_libs"].get(soname)
     wheel = wheel_for(soname, expected.get("cuda_major"))
-    lib: dict[str, Any] = {"soname": soname, "wheel": path, "wheel_package": wheel,
-                           "wheel_version": mode["wheel_dists"].get(wheel), "dlopen": {"ok": False, "path": None,
-                                                                                         "error": "not in the venv"},
-                           "resolved": [_resolution(path)] if path else [], "ldconfig": [], "candidates": [],
-                           "other_sonames": sorted(n for n in mode["wheel_libs"] if soname_stem(n) ==
-                                                   soname_stem(soname) and n != soname and soname_major(n))}
+    lib: dict[str, Any] = {
+        "soname": soname,
+        "wheel": path,
+        "wheel_package": wheel,
+        "wheel_version": mode["wheel_dists"].get(wheel),
+        "dlopen": {"ok": False, "path": None, "error": "not in the venv"},
+        "resolved": [_resolution(path)] if path else [],
+        "ldconfig": [],
+        "candidates": [],
+        "other_sonames": sorted(
+            n
+            for n in mode["wheel_libs"]
+            if soname_stem(n) == soname_stem(soname) and n != soname and soname_major(n)
+        ),
+    }
     if path:
         lib["dlopen"] = probes.probe_dlopen(path)
     return lib
@@ -230,9 +293,11 @@ def pip_library_facts(soname: str, mode: dict[str, Any], expected: dict[str, Any
 
 def tool_facts(gpu_found: bool, timeout: float, dcgm_timeout: float) -> dict[str, Any]:
     """deviceQuery, dcgmi diag -r 1 and the kernel log's Xid lines."""
-    out: dict[str, Any] = {"device_query": {"path": probes.find_device_query(), "ran": False},
-                           "dcgm": {"path": None, "ran": False}, "kernel_log": {"source": None, "readable": False,
-                                                                                "xid": []}}
+    out: dict[str, Any] = {
+        "device_query": {"path": probes.find_device_query(), "ran": False},
+        "dcgm": {"path": None, "ran": False},
+        "kernel_log": {"source": None, "readable": False, "xid": []},
+    }
     dq = out["device_query"]
     if dq["path"] and gpu_found:
         res = run_cmd([dq["path"]], timeout=timeout * 3)
@@ -242,9 +307,13 @@ def tool_facts(gpu_found: bool, timeout: float, dcgm_timeout: float) -> dict[str
         out["dcgm"]["path"] = dcgmi
         if gpu_found:
             res = run_cmd([dcgmi, "diag", "-r", "1"], timeout=dcgm_timeout)
-            out["dcgm"].update(ran=True, rc=res.rc, output_tail=res.output[-400:], **parse_dcgmi_diag(res.stdout))
-    for argv, source in (([find_tool("dmesg")], "dmesg"),
-                         ([find_tool("journalctl"), "-k", "-b", "--no-pager", "-q"], "journalctl -k -b")):
+            out["dcgm"].update(
+                ran=True, rc=res.rc, output_tail=res.output[-400:], **parse_dcgmi_diag(res.stdout)
+            )
+    for argv, source in (
+        ([find_tool("dmesg")], "dmesg"),
+        ([find_tool("journalctl"), "-k", "-b", "--no-pager", "-q"], "journalctl -k -b"),
+    ):
         res = run_cmd(argv, timeout=timeout)
         if res.ok and res.stdout.strip():
             out["kernel_log"] = {"source": source, "readable": True, "xid": parse_xid(res.stdout)}
@@ -261,9 +330,12 @@ def gather_facts(opts: argparse.Namespace, pins: dict[str, Any] | None, notes: l
     facts["proc_driver_version"] = facts["kernel"]["proc_version"]
     facts["cuda_driver"] = probes.probe_cuda_driver()
     res = run_cmd([find_tool("ldconfig"), "-p"], timeout=timeout)
-    facts["ldconfig"] = {"available": res.ok, "rc": res.rc,
-                         "libs": parse_ldconfig(res.stdout, ldconfig_arch()) if res.ok else {},
-                         "error": None if res.ok else res.output[-300:]}
+    facts["ldconfig"] = {
+        "available": res.ok,
+        "rc": res.rc,
+        "libs": parse_ldconfig(res.stdout, ldconfig_arch()) if res.ok else {},
+        "error": None if res.ok else res.output[-300:],
+    }
     ld = facts["ldconfig"]["libs"]
     libcuda = facts["cuda_driver"].get("path") or (ld.get("libcuda.so.1") or [None])[0]
     facts["libcuda_file_version"] = library_file_version(probes.realpath(libcuda)) if libcuda else None
@@ -283,10 +355,17 @@ def gather_facts(opts: argparse.Namespace, pins: dict[str, Any] | None, notes: l
     if mode["mode"] == "pip":
         facts["libraries"] = [pip_library_facts(s, mode, expected) for s in expected["sonames"]]
     else:
-        facts["libraries"] = [system_library_facts(s, ld, dirs, expected, timeout) for s in expected["sonames"]]
+        facts["libraries"] = [
+            system_library_facts(s, ld, dirs, expected, timeout) for s in expected["sonames"]
+        ]
 
-    include_dirs = [f"{opts.cuda_home}/include", "/usr/local/cuda/include", "/usr/include",
-                    "/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu"]
+    include_dirs = [
+        f"{opts.cuda_home}/include",
+        "/usr/local/cuda/include",
+        "/usr/include",
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/include/aarch64-linux-gnu",
+    ]
     path, text = probes._header(include_dirs, ("cuda_runtime_api.h", "cuda.h"))
     facts["cuda_header"] = {"path": path, "version": parse_cuda_version_header(text) if text else None}
     path, text = probes._header(include_dirs, ("cudnn_version.h", "cudnn.h"))
@@ -309,7 +388,8 @@ def gather_facts(opts: argparse.Namespace, pins: dict[str, Any] | None, notes: l
     cudart, cudnn = usable("libcudart.so."), usable("libcudnn.so.")
     facts["cudart"] = probes.probe_cudart(cudart) if cudart else None
     facts["cudnn"] = probes.probe_cudnn(cudnn) if cudnn else None
-    gpu_found = bool(facts["lspci"]["gpus"] or facts["nvml"].get("gpus") or facts["cuda_driver"].get("cuinit_rc") == 0)
+    gpu_found = bool(
+        facts["lspci"]["gpus"] or facts["nvml"].get("gpus") or facts["cuda_driver"].get("cuinit_rc") == 0
+    )
     facts.update(tool_facts(gpu_found, timeout, opts.dcgm_timeout))
     return facts
-

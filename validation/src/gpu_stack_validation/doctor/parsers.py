@@ -22,8 +22,14 @@ RC_TIMEOUT, RC_NOT_FOUND = 124, 127
 SMI_FIELDS = ("index", "name", "uuid", "pci.bus_id", "memory.total", "driver_version", "compute_cap")
 TF_MARK = "GPU_DOCTOR_TF_JSON:"
 TF_LOG_PATTERNS = (
-    "Cannot dlopen", "Could not load dynamic library", "Could not find cuda drivers", "failed call to cuInit",
-    "Loaded runtime CuDNN", "cuDNN version", "Skipping registering GPU devices", "CUDA_ERROR",
+    "Cannot dlopen",
+    "Could not load dynamic library",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "Loaded runtime CuDNN",
+    "cuDNN version",
+    "Skipping registering GPU devices",
+    "CUDA_ERROR",
 )
 # The EFI variable holding the Secure Boot state (UEFI spec: EFI_GLOBAL_VARIABLE GUID)
 SECURE_BOOT_EFIVAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -42,14 +48,16 @@ def parse_lspci(text: str) -> list[dict[str, str]]:
             continue
         if m["vendor"].lower() != NVIDIA_VENDOR or m["class_id"].lower() not in GPU_PCI_CLASSES:
             continue
-        gpus.append({
-            "slot": m["slot"],
-            "class": m["cls"],
-            "class_id": m["class_id"].lower(),
-            "pci_id": f"{m['vendor'].lower()}:{m['device'].lower()}",
-            "description": m["desc"],
-            "name": _lspci_name(m["desc"]),
-        })
+        gpus.append(
+            {
+                "slot": m["slot"],
+                "class": m["cls"],
+                "class_id": m["class_id"].lower(),
+                "pci_id": f"{m['vendor'].lower()}:{m['device'].lower()}",
+                "description": m["desc"],
+                "name": _lspci_name(m["desc"]),
+            }
+        )
     return gpus
 
 
@@ -84,15 +92,17 @@ def parse_nvidia_smi_csv(text: str, fields: tuple[str, ...] = SMI_FIELDS) -> lis
             continue
         raw = {f: row[i].strip() for i, f in enumerate(fields)}
         index = _na(raw.get("index"))
-        gpus.append({
-            "index": int(index) if index and index.isdigit() else None,
-            "name": _na(raw.get("name")),
-            "uuid": _na(raw.get("uuid")),
-            "pci_bus_id": _na(raw.get("pci.bus_id")),
-            "memory_total_mib": _mib(raw.get("memory.total")),
-            "driver_version": _na(raw.get("driver_version")),
-            "compute_capability": _na(raw.get("compute_cap")),
-        })
+        gpus.append(
+            {
+                "index": int(index) if index and index.isdigit() else None,
+                "name": _na(raw.get("name")),
+                "uuid": _na(raw.get("uuid")),
+                "pci_bus_id": _na(raw.get("pci.bus_id")),
+                "memory_total_mib": _mib(raw.get("memory.total")),
+                "driver_version": _na(raw.get("driver_version")),
+                "compute_capability": _na(raw.get("compute_cap")),
+            }
+        )
     return gpus
 
 
@@ -104,15 +114,17 @@ def parse_nvidia_smi_xml(text: str) -> dict[str, Any]:
         return {"driver_version": None, "cuda_version": None, "gpus": []}
     gpus = []
     for i, gpu in enumerate(root.findall("gpu")):
-        gpus.append({
-            "index": _int_or(_na(gpu.findtext("minor_number")), i),
-            "name": _na(gpu.findtext("product_name")),
-            "uuid": _na(gpu.findtext("uuid")),
-            "pci_bus_id": _na(gpu.findtext("pci/pci_bus_id")) or gpu.get("id"),
-            "memory_total_mib": _mib(gpu.findtext("fb_memory_usage/total")),
-            "driver_version": _na(root.findtext("driver_version")),
-            "compute_capability": None,
-        })
+        gpus.append(
+            {
+                "index": _int_or(_na(gpu.findtext("minor_number")), i),
+                "name": _na(gpu.findtext("product_name")),
+                "uuid": _na(gpu.findtext("uuid")),
+                "pci_bus_id": _na(gpu.findtext("pci/pci_bus_id")) or gpu.get("id"),
+                "memory_total_mib": _mib(gpu.findtext("fb_memory_usage/total")),
+                "driver_version": _na(root.findtext("driver_version")),
+                "compute_capability": None,
+            }
+        )
     return {
         "driver_version": _na(root.findtext("driver_version")),
         "cuda_version": _na(root.findtext("cuda_version")),
@@ -185,8 +197,13 @@ def parse_cudnn_version_header(text: str) -> dict[str, Any] | None:
         return None
     # cuDNN 9 changed the encoding from MAJOR*1000 to MAJOR*10000
     version = major * 10000 + minor * 100 + patch if major >= 9 else major * 1000 + minor * 100 + patch
-    return {"major": major, "minor": minor, "patch": patch, "version": version,
-            "string": f"{major}.{minor}.{patch}"}
+    return {
+        "major": major,
+        "minor": minor,
+        "patch": patch,
+        "version": version,
+        "string": f"{major}.{minor}.{patch}",
+    }
 
 
 def cuda_version_str(value: int | None) -> str | None:
@@ -243,7 +260,7 @@ def parse_tf_probe(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(TF_MARK):
             try:
-                data = json.loads(line[len(TF_MARK):])
+                data = json.loads(line[len(TF_MARK) :])
             except ValueError:
                 return None
             return data if isinstance(data, dict) else None
@@ -254,8 +271,6 @@ def tf_log_hints(stderr: str, limit: int = 12) -> list[str]:
     """TensorFlow's log lines that explain a missing GPU (dlopen failures, cuInit errors, cuDNN mismatch)."""
     hints = [line.strip() for line in stderr.splitlines() if any(p in line for p in TF_LOG_PATTERNS)]
     return hints[:limit]
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,8 +285,12 @@ def parse_proc_modules(text: str) -> dict[str, dict[str, Any]]:
         if len(parts) < 5:
             continue
         taint = parts[6].strip("()") if len(parts) > 6 and parts[6].startswith("(") else ""
-        modules[parts[0]] = {"size": int(parts[1]) if parts[1].isdigit() else None,
-                             "refcount": parts[2], "state": parts[4], "taint": taint}
+        modules[parts[0]] = {
+            "size": int(parts[1]) if parts[1].isdigit() else None,
+            "refcount": parts[2],
+            "state": parts[4],
+            "taint": taint,
+        }
     return modules
 
 
@@ -283,9 +302,11 @@ def parse_proc_driver_flavour(text: str) -> str | None:
 
 
 def modprobe_blacklists(files: dict[str, str], module: str) -> list[str]:
-    """'path: line' for each modprobe.d line that keeps `module` from loading (blacklist or install /bin/false)."""
+    """'path: line' for each modprobe.d line that keeps `module` from loading (blacklist or install)."""
     found = []
-    pattern = re.compile(rf"^\s*(blacklist\s+{re.escape(module)}\b|install\s+{re.escape(module)}\s+/bin/(false|true))")
+    pattern = re.compile(
+        rf"^\s*(blacklist\s+{re.escape(module)}\b|install\s+{re.escape(module)}\s+/bin/(false|true))"
+    )
     for path, text in sorted(files.items()):
         for line in text.splitlines():
             if pattern.match(line):
@@ -298,9 +319,10 @@ def cmdline_blacklists(cmdline: str, module: str) -> list[str]:
     out = []
     for word in cmdline.split():
         key, _, value = word.partition("=")
-        if key in ("modprobe.blacklist", "rd.driver.blacklist", "module_blacklist") and module in value.split(","):
-            out.append(word)
-        elif word in (f"{module}.modeset=0",):
+        if (
+            key in ("modprobe.blacklist", "rd.driver.blacklist", "module_blacklist")
+            and module in value.split(",")
+        ) or word in (f"{module}.modeset=0",):
             out.append(word)
     return out
 
@@ -334,14 +356,16 @@ def parse_device_query(text: str) -> dict[str, Any]:
     versions = re.search(r"CUDA Driver Version / Runtime Version\s+(\d+\.\d+) / (\d+\.\d+)", text)
     devices = []
     for m in re.finditer(r'^Device (\d+): "(.*)"\s*$', text, re.MULTILINE):
-        rest = text[m.end():]
+        rest = text[m.end() :]
         cc = re.search(r"CUDA Capability Major/Minor version number:\s+(\d+\.\d+)", rest)
-        devices.append({"index": int(m.group(1)), "name": m.group(2),
-                        "compute_capability": cc.group(1) if cc else None})
+        devices.append(
+            {"index": int(m.group(1)), "name": m.group(2), "compute_capability": cc.group(1) if cc else None}
+        )
     return {
         "result": result.group(1) if result else None,
-        "device_count": int(count.group(1)) if count else (0 if error or "There are no available device" in text
-                                                           else None),
+        "device_count": int(count.group(1))
+        if count
+        else (0 if error or "There are no available device" in text else None),
         "error_code": int(error.group(1)) if error else None,
         "error": error.group(2).strip() if error else None,
         "driver_version": versions.group(1) if versions else None,
@@ -368,25 +392,43 @@ def parse_dcgmi_diag(text: str) -> dict[str, Any]:
         if status not in ("Pass", "Fail", "Warn", "Skip"):
             continue
         tests.append({"category": category, "test": row.group(1), "status": status, "result": row.group(2)})
-    return {"tests": tests, "failed": [t for t in tests if t["status"] == "Fail"],
-            "warned": [t for t in tests if t["status"] == "Warn"]}
+    return {
+        "tests": tests,
+        "failed": [t for t in tests if t["status"] == "Fail"],
+        "warned": [t for t in tests if t["status"] == "Warn"],
+    }
 
 
 # Xid codes that mean the hardware or its memory (not a program) is in trouble: NVIDIA's "XID Errors"
 # catalogue (docs.nvidia.com/deploy/xid-errors): 48 DBE ECC, 63/64 row remapping, 74 NVLink, 79 fallen off
 # the bus, 92 high single-bit ECC rate, 94/95 contained/uncontained ECC, 119/120 GSP timeout/error.
-XID_HARDWARE = {48: "double-bit ECC error", 63: "ECC page retirement/row remapping", 64: "row remapping failure",
-                74: "NVLink error", 79: "GPU has fallen off the bus", 92: "high single-bit ECC error rate",
-                94: "contained ECC error", 95: "uncontained ECC error", 119: "GSP RPC timeout", 120: "GSP error"}
+XID_HARDWARE = {
+    48: "double-bit ECC error",
+    63: "ECC page retirement/row remapping",
+    64: "row remapping failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    92: "high single-bit ECC error rate",
+    94: "contained ECC error",
+    95: "uncontained ECC error",
+    119: "GSP RPC timeout",
+    120: "GSP error",
+}
 
 
 def parse_xid(text: str) -> list[dict[str, Any]]:
-    """Xid events from the kernel log: 'NVRM: Xid (PCI:0000:18:00): 79, pid=..., GPU has fallen off the bus.'"""
+    """Xid events from the kernel log: 'NVRM: Xid (PCI:0000:18:00): 79, GPU has fallen off the bus'."""
     events = []
     for m in re.finditer(r"NVRM: Xid \((?:PCI:)?([0-9a-fA-F:.]+)\): (\d+),?\s*(.*)$", text, re.MULTILINE):
         code = int(m.group(2))
-        events.append({"pci": m.group(1).lower(), "xid": code, "message": m.group(3).strip()[:200],
-                       "hardware": code in XID_HARDWARE})
+        events.append(
+            {
+                "pci": m.group(1).lower(),
+                "xid": code,
+                "message": m.group(3).strip()[:200],
+                "hardware": code in XID_HARDWARE,
+            }
+        )
     return events
 
 
@@ -408,8 +450,13 @@ def compute_capability_support(cc: str | None, arches: list[str]) -> dict[str, A
     Arch-specific builds (sm_90a) run only on exactly that cc.
     """
     want = version_tuple(cc)
-    out: dict[str, Any] = {"compute_capability": cc, "arches": list(arches), "sass": None, "ptx": None,
-                           "supported": None}
+    out: dict[str, Any] = {
+        "compute_capability": cc,
+        "arches": list(arches),
+        "sass": None,
+        "ptx": None,
+        "supported": None,
+    }
     if not want or len(want) < 2:
         return out
     sass, ptx = [], []

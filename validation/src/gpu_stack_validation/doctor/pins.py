@@ -15,12 +15,21 @@ from ..common import UsageError, major_minor, version_tuple
 # (inventory/group_vars/all/versions.yml; a unit test keeps them equal). Pins always win.
 DEFAULT_SONAMES: dict[str, list[str]] = {
     "12": [
-        "libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcufft.so.11",
-        "libcusparse.so.12", "libcusolver.so.11", "libcurand.so.10",
+        "libcudart.so.12",
+        "libcublas.so.12",
+        "libcublasLt.so.12",
+        "libcufft.so.11",
+        "libcusparse.so.12",
+        "libcusolver.so.11",
+        "libcurand.so.10",
     ],
     "10": [
-        "libcudart.so.10.0", "libcublas.so.10.0", "libcufft.so.10.0", "libcusparse.so.10.0",
-        "libcusolver.so.10.0", "libcurand.so.10.0",
+        "libcudart.so.10.0",
+        "libcublas.so.10.0",
+        "libcufft.so.10.0",
+        "libcusparse.so.10.0",
+        "libcusolver.so.10.0",
+        "libcurand.so.10.0",
     ],
 }
 DEFAULT_MIN_DRIVER: dict[str, str] = {"13": "580.65.06", "12": "525.60.13", "11": "450.80.02", "10": "410.48"}
@@ -84,16 +93,19 @@ def pins_from_versions_yml(data: dict[str, Any], where: str) -> dict[str, Any]:
     by_major = data.get("gpu_stack_tensorflow_sonames") or {}
     cuda = data.get("gpu_stack_cuda_version")
     major = str(version_tuple(str(cuda))[0]) if cuda is not None and version_tuple(str(cuda)) else None
-    return normalize_pins({
-        "tensorflow_version": data.get("gpu_stack_tensorflow_version"),
-        "cuda_version": cuda,
-        "cudnn_version": data.get("gpu_stack_cudnn_version"),
-        "python_version": data.get("gpu_stack_python_version"),
-        "driver_version": data.get("gpu_stack_nvidia_driver_version"),
-        "sonames": by_major.get(major) if isinstance(by_major, dict) and major else None,
-        "sonames_by_cuda_major": by_major,
-        "min_driver": data.get("gpu_stack_cuda_min_driver") or {},
-    }, where)
+    return normalize_pins(
+        {
+            "tensorflow_version": data.get("gpu_stack_tensorflow_version"),
+            "cuda_version": cuda,
+            "cudnn_version": data.get("gpu_stack_cudnn_version"),
+            "python_version": data.get("gpu_stack_python_version"),
+            "driver_version": data.get("gpu_stack_nvidia_driver_version"),
+            "sonames": by_major.get(major) if isinstance(by_major, dict) and major else None,
+            "sonames_by_cuda_major": by_major,
+            "min_driver": data.get("gpu_stack_cuda_min_driver") or {},
+        },
+        where,
+    )
 
 
 def default_versions_yml() -> Path | None:
@@ -134,15 +146,24 @@ def derive_expected(tensorflow: dict[str, Any] | None, pins: dict[str, Any] | No
     pins = pins or {}
     build = (tensorflow or {}).get("build_info") or {}
     exp: dict[str, Any] = {
-        "source": None, "pins": pins.get("source"), "tensorflow_version": pins.get("tensorflow_version"),
-        "python_version": pins.get("python_version"), "cuda_version": None, "cuda_major": None,
-        "cudnn_version": None, "cudnn_major": None, "sonames": [], "min_driver": None, "problems": [],
+        "source": None,
+        "pins": pins.get("source"),
+        "tensorflow_version": pins.get("tensorflow_version"),
+        "python_version": pins.get("python_version"),
+        "cuda_version": None,
+        "cuda_major": None,
+        "cudnn_version": None,
+        "cudnn_major": None,
+        "sonames": [],
+        "min_driver": None,
+        "problems": [],
     }
     if (tensorflow or {}).get("installed") and build.get("is_cuda_build") and build.get("cuda_version"):
         exp["source"] = "tensorflow"
         exp["cuda_version"] = major_minor(str(build["cuda_version"]))
-        exp["cudnn_version"] = str(build["cudnn_version"]) if build.get("cudnn_version") else pins.get(
-            "cudnn_version")
+        exp["cudnn_version"] = (
+            str(build["cudnn_version"]) if build.get("cudnn_version") else pins.get("cudnn_version")
+        )
     elif pins.get("cuda_version"):
         exp["source"] = "pins"
         exp["cuda_version"] = major_minor(pins["cuda_version"])

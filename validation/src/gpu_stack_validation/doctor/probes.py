@@ -16,9 +16,14 @@ from ..elf import soname_stem
 from .parsers import TF_MARK, parse_tf_probe, tf_log_hints
 
 CU_ERRORS = {
-    0: "CUDA_SUCCESS", 3: "CUDA_ERROR_NOT_INITIALIZED", 34: "CUDA_ERROR_STUB_LIBRARY",
-    35: "CUDA_ERROR_INSUFFICIENT_DRIVER", 100: "CUDA_ERROR_NO_DEVICE", 101: "CUDA_ERROR_INVALID_DEVICE",
-    803: "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH", 804: "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
+    0: "CUDA_SUCCESS",
+    3: "CUDA_ERROR_NOT_INITIALIZED",
+    34: "CUDA_ERROR_STUB_LIBRARY",
+    35: "CUDA_ERROR_INSUFFICIENT_DRIVER",
+    100: "CUDA_ERROR_NO_DEVICE",
+    101: "CUDA_ERROR_INVALID_DEVICE",
+    803: "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
+    804: "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
     999: "CUDA_ERROR_UNKNOWN",
 }
 
@@ -64,8 +69,14 @@ def probe_dlopen(target: str) -> dict[str, Any]:
 def probe_cuda_driver(library: str = "libcuda.so.1") -> dict[str, Any]:
     """libcuda: cuDriverGetVersion, cuInit(0) and, if that succeeds, each device's name, memory, cc."""
     out: dict[str, Any] = {
-        "library": library, "loaded": False, "path": None, "error": None, "driver_api_version": None,
-        "cuinit_rc": None, "cuinit_error": None, "devices": [],
+        "library": library,
+        "loaded": False,
+        "path": None,
+        "error": None,
+        "driver_api_version": None,
+        "cuinit_rc": None,
+        "cuinit_error": None,
+        "devices": [],
     }
     try:
         cu = ctypes.CDLL(library)
@@ -96,11 +107,14 @@ def probe_cuda_driver(library: str = "libcuda.so.1") -> dict[str, Any]:
             major, minor = ctypes.c_int(0), ctypes.c_int(0)
             cu.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
             cu.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
-            out["devices"].append({
-                "index": i, "name": name.value.decode("utf-8", "replace"),
-                "memory_total_mib": mem.value // (1 << 20),
-                "compute_capability": f"{major.value}.{minor.value}",
-            })
+            out["devices"].append(
+                {
+                    "index": i,
+                    "name": name.value.decode("utf-8", "replace"),
+                    "memory_total_mib": mem.value // (1 << 20),
+                    "compute_capability": f"{major.value}.{minor.value}",
+                }
+            )
     except AttributeError as exc:  # a stub or very old libcuda without the entry point
         out["error"] = f"missing entry point: {exc}"
     return out
@@ -126,8 +140,13 @@ def probe_cudart(target: str) -> dict[str, Any]:
 
 def probe_cudnn(target: str) -> dict[str, Any]:
     """cudnnGetVersion (and cudnnGetCudartVersion: the CUDA it was built for) of a libcudnn."""
-    out: dict[str, Any] = {"target": target, "loaded": False, "error": None, "version": None,
-                           "cudart_version": None}
+    out: dict[str, Any] = {
+        "target": target,
+        "loaded": False,
+        "error": None,
+        "version": None,
+        "cudart_version": None,
+    }
     try:
         lib = ctypes.CDLL(target)
         lib.cudnnGetVersion.restype = ctypes.c_size_t
@@ -214,8 +233,13 @@ def probe_tensorflow(python: str, timeout: float) -> dict[str, Any]:
     if data is None:
         tail = res.output.splitlines()[-5:]
         why = "timed out" if res.rc == RC_TIMEOUT else f"exit {res.rc}"
-        return {"python": python, "installed": None, "probe_rc": res.rc,
-                "probe_error": f"{why}: " + " | ".join(tail), "log_hints": tf_log_hints(res.stderr)}
+        return {
+            "python": python,
+            "installed": None,
+            "probe_rc": res.rc,
+            "probe_error": f"{why}: " + " | ".join(tail),
+            "log_hints": tf_log_hints(res.stderr),
+        }
     data["probe_rc"] = res.rc
     data["log_hints"] = tf_log_hints(res.stderr)
     data.setdefault("python_path", python)
@@ -255,7 +279,9 @@ def rpm_owner(path: str, timeout: float) -> str | None:
 
 def rpm_installed(package: str, timeout: float) -> str | None:
     """VERSION-RELEASE of an installed RPM, None when it is not installed (or rpm is missing)."""
-    res = run_cmd([find_tool("rpm"), "-q", "--queryformat", "%{VERSION}-%{RELEASE}\\n", package], timeout=timeout)
+    res = run_cmd(
+        [find_tool("rpm"), "-q", "--queryformat", "%{VERSION}-%{RELEASE}\\n", package], timeout=timeout
+    )
     return res.stdout.split()[0] if res.ok and res.stdout.strip() else None
 
 
@@ -278,7 +304,7 @@ def venv_root(python: str) -> str | None:
 
 
 def wheel_libraries(prefix: str) -> dict[str, str]:
-    """Shared libraries of NVIDIA's pip wheels in a virtualenv: file name -> path (site-packages/nvidia/*/lib)."""
+    """Libraries of NVIDIA's pip wheels in a virtualenv: file name -> path (site-packages/nvidia/*/lib)."""
     libs: dict[str, str] = {}
     for d in glob_paths(os.path.join(prefix, "lib", "python3*", "site-packages", "nvidia", "*", "lib")):
         for path in glob_paths(os.path.join(d, "*.so*")):
@@ -360,5 +386,5 @@ def _header(dirs: list[str], names: tuple[str, ...]) -> tuple[str | None, str | 
 
 
 def probe_nvml() -> dict[str, Any]:
-    """NVML through nvidia-ml-py: driver, the driver's CUDA, GPUs with bus id, compute capability, persistence."""
+    """NVML through nvidia-ml-py: driver, its CUDA, GPUs with bus id, compute capability, persistence."""
     return nvml.probe()

@@ -20,9 +20,24 @@ from .findings import Findings
 
 SCHEMA = 1
 # The keys of "checks", in order; new checks are added, never renamed
-CHECKS = ("gpu", "kernel_module", "nouveau", "secure_boot", "persistenced", "cuda_driver", "driver_version",
-          "cuda_mode", "libraries", "cuda_runtime", "cudnn", "tensorflow", "compute_capability", "device_query",
-          "dcgm", "xid")
+CHECKS = (
+    "gpu",
+    "kernel_module",
+    "nouveau",
+    "secure_boot",
+    "persistenced",
+    "cuda_driver",
+    "driver_version",
+    "cuda_mode",
+    "libraries",
+    "cuda_runtime",
+    "cudnn",
+    "tensorflow",
+    "compute_capability",
+    "device_query",
+    "dcgm",
+    "xid",
+)
 
 
 def evaluate(facts: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
@@ -70,20 +85,31 @@ def evaluate(facts: dict[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
         failed = [c for c in CHECKS if checks[c]["status"] == "fail"]
         verdict = f"FAIL: {what}; {len(fx.failures)} failure(s) in {', '.join(failed)}"
     return {
-        "tool": "gpu_doctor", "schema": SCHEMA, "ok": ok, "exit_code": 0 if ok else 1, "verdict": verdict,
-        "mode": mode, "cuda_mode": facts["cuda_mode"]["mode"], "host": facts["host"],
+        "tool": "gpu_doctor",
+        "schema": SCHEMA,
+        "ok": ok,
+        "exit_code": 0 if ok else 1,
+        "verdict": verdict,
+        "mode": mode,
+        "cuda_mode": facts["cuda_mode"]["mode"],
+        "host": facts["host"],
         "expected": {k: v for k, v in expected.items() if k != "problems"},
-        "checks": checks, "failures": fx.failures, "warnings": fx.warnings,
+        "checks": checks,
+        "failures": fx.failures,
+        "warnings": fx.warnings,
     }
 
 
 def render_table(report: dict[str, Any]) -> str:
     """One row per check, then failures and warnings with their fixes, then the verdict."""
     host = report["host"]
-    lines = [f"GPU doctor on {host.get('hostname')} ({host.get('os') or '?'}, kernel {host.get('kernel')})",
-             f"CUDA libraries: {report['cuda_mode']} mode ({report['checks']['cuda_mode']['source']}); "
-             f"expected from: {report['expected'].get('source') or 'nothing'}"
-             + (f" (pins: {report['expected']['pins']})" if report["expected"].get("pins") else ""), ""]
+    lines = [
+        f"GPU doctor on {host.get('hostname')} ({host.get('os') or '?'}, kernel {host.get('kernel')})",
+        f"CUDA libraries: {report['cuda_mode']} mode ({report['checks']['cuda_mode']['source']}); "
+        f"expected from: {report['expected'].get('source') or 'nothing'}"
+        + (f" (pins: {report['expected']['pins']})" if report["expected"].get("pins") else ""),
+        "",
+    ]
     width = max(len(c) for c in CHECKS)
     lines.append(f"{'CHECK':<{width}}  STATUS  SUMMARY")
     for name in CHECKS:
