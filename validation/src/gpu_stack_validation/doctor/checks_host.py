@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..nvml import normalize_bus_id
 from .findings import Findings
 from .parsers import cuda_version_str, driver_at_least
 
@@ -29,7 +30,7 @@ def merge_gpus(facts: dict[str, Any]) -> list[dict[str, Any]]:
         gpu = {key: g.get(key) for key in GPU_KEYS}
         gpu["index"] = g.get("index", i)
         gpu["source"] = source
-        gpu["pci_bus_id"] = nvml.normalize_bus_id(gpu.get("pci_bus_id")) or gpu.get("pci_bus_id")
+        gpu["pci_bus_id"] = normalize_bus_id(gpu.get("pci_bus_id")) or gpu.get("pci_bus_id")
         for other in (nvml, cuda):
             if i < len(other):
                 for key in ("name", "memory_total_mib", "compute_capability", "uuid", "pci_bus_id"):

@@ -157,6 +157,17 @@ def pip_requirement(lib: dict[str, Any], expected: dict[str, Any]) -> str:
     return lib["wheel_package"]
 
 
+def group_message(items: list[tuple[str, str]]) -> str:
+    """One message for the sonames that share a fix: 'a, b: not installed (found instead: a.so.13, b.so.13)'."""
+    instead = [r.split("found instead: ", 1)[1].rstrip(")") for _, r in items if "found instead: " in r]
+    if instead and all(r.startswith("not installed (found instead") for _, r in items):
+        return f"{', '.join(s for s, _ in items)}: not installed (found instead: {', '.join(instead)})"
+    by_reason: dict[str, list[str]] = {}
+    for soname, reason in items:
+        by_reason.setdefault(reason, []).append(soname)
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+
+
 def classify(lib: dict[str, Any], mode: str, ldconfig_available: bool) -> str:
     """ok | env (only through LD_LIBRARY_PATH) | alias | broken | missing."""
     if _mismatched(lib):
@@ -253,10 +264,7 @@ def check_libraries(facts: dict[str, Any], expected: dict[str, Any], fx: Finding
         if "fix" in r:
             groups.setdefault(r["fix"], []).append((r["soname"], r["reason"]))
     for fix, items in groups.items():
-        by_reason: dict[str, list[str]] = {}
-        for soname, reason in items:
-            by_reason.setdefault(reason, []).append(soname)
-        fx.fail("libraries", "; ".join(f"{', '.join(n)}: {r}" for r, n in by_reason.items()), fix)
+        fx.fail("libraries", group_message(items), fix)
     res: dict[str, Any] = {
         "status": "ok",
         "mode": mode,

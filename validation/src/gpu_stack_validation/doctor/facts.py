@@ -225,7 +225,7 @@ def _resolution(path: str) -> dict[str, Any]:
     return {
         "path": path,
         "realpath": real,
-        "exists": os.path.exists(real) if real else False,
+        "exists": probes.exists(real) if real else False,
         "elf_soname": read_soname(real),
         "file_major": file_major(real),
     }

@@ -259,6 +259,10 @@ def lexists(path: str) -> bool:
     return os.path.lexists(path)
 
 
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
 def processes_named(prefix: str) -> list[int]:
     """Pids whose /proc/PID/comm starts with prefix (comm is cut at 15 characters)."""
     pids = []
