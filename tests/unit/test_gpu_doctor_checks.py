@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gpu_stack_validation import nvml
 from test_gpu_doctor import (
     GPU_KERNEL_FILES,
     L12,
@@ -24,8 +25,6 @@ from test_gpu_doctor import (
     sandbox_host,
     tf_ok,
 )
-
-from gpu_stack_validation import nvml
 
 # --------------------------------------------------------------------------------------------------
 # Parsers
@@ -90,7 +89,12 @@ def test_parse_device_query() -> None:
 def test_parse_dcgmi_diag() -> None:
     ok = gd.parse_dcgmi_diag(fixture("dcgmi_diag_r1_pass.txt"))
     assert len(ok["tests"]) == 9 and not ok["failed"] and not ok["warned"]
-    assert ok["tests"][0] == {"category": "Deployment", "test": "Denylist", "status": "Pass", "result": "Pass"}
+    assert ok["tests"][0] == {
+        "category": "Deployment",
+        "test": "Denylist",
+        "status": "Pass",
+        "result": "Pass",
+    }
     bad = gd.parse_dcgmi_diag(fixture("dcgmi_diag_r1_fail.txt"))
     assert [t["test"] for t in bad["failed"]] == ["Page Retirement/Row Remap"]
     assert [t["test"] for t in bad["warned"]] == ["Persistence Mode"]
@@ -146,7 +150,9 @@ def test_read_soname_of_real_elf_and_not_elf(tmp_path: Path) -> None:
 # Kernel side
 
 
-def test_gpu_without_kernel_module(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_without_kernel_module(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     host = gpu_host()
     for path in ("/proc/driver/nvidia/version", "/proc/modules"):
         host.files.pop(path)
@@ -171,18 +177,26 @@ def test_secure_boot_blocks_an_unsigned_module(
     assert "nvidia module on disk carries no signature" in sb["summary"]
     (fail,) = failures(report, "secure_boot")
     assert "Secure Boot is on and the nvidia module is not loaded" in fail["message"]
-    assert "nvidia-open-driver-G07-signed-cuda-kmp-default" in fail["fix"] and "mokutil --import" in fail["fix"]
+    assert (
+        "nvidia-open-driver-G07-signed-cuda-kmp-default" in fail["fix"] and "mokutil --import" in fail["fix"]
+    )
     assert failures(report, "kernel_module")[0]["message"].endswith(
         "(Secure Boot is on: an unsigned module is refused)"
     )
 
 
-def test_signed_module_and_unsigned_taint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    host = gpu_host(tools={"modinfo": (0, "SUSE Linux Enterprise Secure Boot Signkey\n"), "dmesg": (0, "boot\n")})
+def test_signed_module_and_unsigned_taint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = gpu_host(
+        tools={"modinfo": (0, "SUSE Linux Enterprise Secure Boot Signkey\n"), "dmesg": (0, "boot\n")}
+    )
     rc, report = doctor(monkeypatch, capsys, host)
-    assert rc == 0 and "signed by SUSE Linux Enterprise Secure Boot Signkey" in report["checks"]["secure_boot"][
-        "summary"
-    ]
+    assert (
+        rc == 0
+        and "signed by SUSE Linux Enterprise Secure Boot Signkey"
+        in report["checks"]["secure_boot"]["summary"]
+    )
     host = gpu_host()
     host.files["/sys/module/nvidia/taint"] = "POE\n"
     rc, report = doctor(monkeypatch, capsys, host)
@@ -190,7 +204,9 @@ def test_signed_module_and_unsigned_taint(monkeypatch: pytest.MonkeyPatch, capsy
     assert [w["check"] for w in report["warnings"]].count("secure_boot") == 1
 
 
-def test_nouveau_loaded_on_a_gpu_host(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nouveau_loaded_on_a_gpu_host(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     host = gpu_host()
     host.files["/proc/modules"] += "nouveau 2510848 0 - Live 0xffffffffc1400000\n"
     host.files.pop("/usr/lib/modprobe.d/50-nvidia-default.conf")
@@ -205,7 +221,9 @@ def test_nouveau_loaded_on_a_gpu_host(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert rc == 0 and report["checks"]["nouveau"]["status"] == "warn"
 
 
-def test_persistenced_missing_is_a_warning(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_persistenced_missing_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     host = gpu_host()
     host.files.pop("/proc/4242/comm")
     rc, report = doctor(monkeypatch, capsys, host)
@@ -217,7 +235,9 @@ def test_persistenced_missing_is_a_warning(monkeypatch: pytest.MonkeyPatch, caps
     assert report["checks"]["persistenced"]["summary"] == "persistence mode on (NVML), no daemon"
 
 
-def test_sandbox_skips_the_gpu_only_checks(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sandbox_skips_the_gpu_only_checks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, report = doctor(monkeypatch, capsys, sandbox_host())
     assert rc == 0
     for name in ("kernel_module", "persistenced", "compute_capability", "device_query", "dcgm"):
@@ -251,7 +271,9 @@ def test_deleted_library_names_the_rpm_and_the_reinstall(
     assert row["owners"] == {link: "libcublas-12-5"} and row["rpm_verify"][0]["flags"] == "missing"
 
 
-def test_cross_major_alias_is_a_failure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cross_major_alias_is_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """libcufft.so.11 -> libcufft.so.10.9.0.58 (SONAME libcufft.so.10): it loads, but it is not the ABI."""
     host = gpu_host(tf=None)
     link, other = f"{L12}/libcufft.so.11", f"{L12}/libcufft.so.10.9.0.58"
@@ -264,8 +286,11 @@ def test_cross_major_alias_is_a_failure(monkeypatch: pytest.MonkeyPatch, capsys:
     assert fail["message"].startswith(
         f"libcufft.so.11: resolves across majors: {link} -> {other} (SONAME libcufft.so.10)"
     )
-    assert fail["fix"] == f"rm {link} && zypper install -f libcufft-12-5 && ldconfig (remove the alias, install the " \
+    assert (
+        fail["fix"]
+        == f"rm {link} && zypper install -f libcufft-12-5 && ldconfig (remove the alias, install the "
         "library of the right major)"
+    )
     row = next(r for r in report["checks"]["libraries"]["libraries"] if r["soname"] == "libcufft.so.11")
     assert row["status"] == "alias" and row["dlopen_ok"] is True
 
@@ -304,10 +329,14 @@ def test_pip_mode_from_the_stamp_checks_the_wheels_only(
     assert rc == 1
     (fail,) = failures(report, "libraries")
     assert fail["message"] == "libcublas.so.12: not in /opt/ml-venv (site-packages/nvidia/*/lib)"
-    assert fail["fix"].startswith("/opt/ml-venv/bin/pip install --force-reinstall 'nvidia-cublas-cu12==12.5.3.2'")
+    assert fail["fix"].startswith(
+        "/opt/ml-venv/bin/pip install --force-reinstall 'nvidia-cublas-cu12==12.5.3.2'"
+    )
 
 
-def test_pip_mode_wheel_of_another_major(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pip_mode_wheel_of_another_major(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     host, site = _pip_host()
     lib = f"{site}/cufft/lib/libcufft.so.11"
     host.elf[lib] = "libcufft.so.10"
@@ -328,7 +357,9 @@ def test_system_mode_stamp_ignores_wheels_and_pip_mode_ignores_the_system(
     assert rc == 0
     host = gpu_host()
     host.files["/opt/ml-venv/gpu-stack-venv.json"] = json.dumps({"cuda_mode": "system"})
-    host.tf["wheel_libs"] = {"libcudart.so.12": "/opt/ml-venv/lib/python3.11/site-packages/nvidia/x/lib/broken"}
+    host.tf["wheel_libs"] = {
+        "libcudart.so.12": "/opt/ml-venv/lib/python3.11/site-packages/nvidia/x/lib/broken"
+    }
     rc, report = doctor(monkeypatch, capsys, host)
     assert rc == 0 and report["cuda_mode"] == "system"
     rc, report = doctor(monkeypatch, capsys, gpu_host(), "--cuda-mode", "pip")
@@ -340,12 +371,16 @@ def test_system_mode_stamp_ignores_wheels_and_pip_mode_ignores_the_system(
 # TensorFlow's build, deviceQuery, dcgmi, Xid
 
 
-def test_gpu_older_than_tensorflows_build(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_older_than_tensorflows_build(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The article's GTX 960 (Maxwell, cc 5.2) against TensorFlow 2.20's build info, read at run time."""
     host = gpu_host()
     for gpus in (host.nvml["gpus"], host.cuda["devices"]):
         gpus[0].update(name="NVIDIA GeForce GTX 960", compute_capability="5.2")
-    host.smi_csv = host.smi_csv.replace("NVIDIA H100 80GB HBM3", "NVIDIA GeForce GTX 960").replace(", 9.0", ", 5.2")
+    host.smi_csv = host.smi_csv.replace("NVIDIA H100 80GB HBM3", "NVIDIA GeForce GTX 960").replace(
+        ", 9.0", ", 5.2"
+    )
     rc, report = doctor(monkeypatch, capsys, host)
     assert rc == 1
     (fail,) = failures(report, "compute_capability")
@@ -358,7 +393,9 @@ def test_gpu_older_than_tensorflows_build(monkeypatch: pytest.MonkeyPatch, capsy
     assert cc["tensorflow_arches"] == ["sm_60", "sm_70", "sm_80", "sm_89", "compute_90"]
 
 
-def test_device_query_pass_and_fail(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_query_pass_and_fail(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = "/usr/local/cuda-12.9/extras/demo_suite/deviceQuery"
     host = gpu_host(device_query=path, tools={"deviceQuery": (0, fixture("device_query_h100_pass.txt"))})
     rc, report = doctor(monkeypatch, capsys, host)
@@ -375,16 +412,17 @@ def test_device_query_pass_and_fail(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 def test_dcgmi_diag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     host = gpu_host(tools={"dcgmi": (0, fixture("dcgmi_diag_r1_pass.txt")), "dmesg": (0, "boot\n")})
     rc, report = doctor(monkeypatch, capsys, host)
-    assert rc == 0 and report["checks"]["dcgm"]["summary"] == "dcgmi diag -r 1: 9/9 passed, 0 failed, 0 warned"
+    assert (
+        rc == 0 and report["checks"]["dcgm"]["summary"] == "dcgmi diag -r 1: 9/9 passed, 0 failed, 0 warned"
+    )
     host.tools["dcgmi"] = (226, fixture("dcgmi_diag_r1_fail.txt"))
     rc, report = doctor(monkeypatch, capsys, host)
     (fail,) = failures(report, "dcgm")
     assert fail["message"] == "dcgmi diag -r 1: Deployment / Page Retirement/Row Remap: Fail"
     host.tools["dcgmi"] = (1, "Error: unable to establish a connection to the specified host: localhost\n")
     rc, report = doctor(monkeypatch, capsys, host)
-    assert rc == 0 and "systemctl start nvidia-dcgm" in [w for w in report["warnings"] if w["check"] == "dcgm"][0][
-        "fix"
-    ]
+    (warn,) = (w for w in report["warnings"] if w["check"] == "dcgm")
+    assert rc == 0 and "systemctl start nvidia-dcgm" in warn["fix"]
 
 
 def test_xid_in_the_kernel_log(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -476,7 +514,9 @@ class FakeNvml:
 def test_nvml_probe_through_the_binding() -> None:
     out = nvml.probe(FakeNvml())
     assert out["loaded"] and out["driver_version"] == "580.159.04" and out["cuda_driver_version"] == 13000
-    assert [(g["name"], g["pci_bus_id"], g["compute_capability"], g["persistence_mode"]) for g in out["gpus"]] == [
+    assert [
+        (g["name"], g["pci_bus_id"], g["compute_capability"], g["persistence_mode"]) for g in out["gpus"]
+    ] == [
         ("NVIDIA RTX A4000", "0000:3b:00.0", "8.6", None),
         ("NVIDIA H100 80GB HBM3", "0000:18:00.0", "9.0", None),
     ]
@@ -508,8 +548,13 @@ def test_sampler_picks_the_timed_gpu_by_bus_id() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "norm"),
-    [("00000000:18:00.0", "0000:18:00.0"), ("18:00.0", "0000:18:00.0"), (b"0000:3B:00.0", "0000:3b:00.0"),
-     ("junk", None), (None, None)],
+    [
+        ("00000000:18:00.0", "0000:18:00.0"),
+        ("18:00.0", "0000:18:00.0"),
+        (b"0000:3B:00.0", "0000:3b:00.0"),
+        ("junk", None),
+        (None, None),
+    ],
 )
 def test_normalize_bus_id(raw: Any, norm: str | None) -> None:
     assert nvml.normalize_bus_id(raw) == norm

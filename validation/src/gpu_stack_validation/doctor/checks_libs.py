@@ -65,13 +65,32 @@ def system_problem(lib: dict[str, Any], expected: dict[str, Any]) -> tuple[str, 
     """(kind, reason, fix) for a soname the system loader cannot give TensorFlow."""
     soname = lib["soname"]
     _package, install = _install(lib, expected)
+    versioned = [p for p in lib["candidates"] if os.path.basename(p).startswith(soname + ".")]
     gone = [r for r in lib["resolved"] if not r["exists"]]
-    if gone:
-        link = gone[0]
+    dangling = [r for r in gone if r["link_exists"]]
+    missing_link = [r for r in dangling if os.path.basename(r["realpath"]) == soname]
+    if missing_link and versioned:
+        # links lead to the soname link, which was removed; the library file is still there
+        return (
+            "no_link",
+            f"{missing_link[0]['realpath']} (the soname link) is gone, "
+            f"{os.path.basename(versioned[0])} is there{_verify_note(lib)}",
+            f"{install} (or ldconfig, which makes the link from the file's SONAME)",
+        )
+    if dangling:
+        link = dangling[0]
         return (
             "deleted",
             f"{link['path']} points to a deleted file ({link['realpath']}){_verify_note(lib)}",
             f"{install} (the RPM that owns {link['path']})",
+        )
+    if gone and versioned:
+        # the loader's cache still lists the soname link, but the link itself was removed
+        return (
+            "no_link",
+            f"{gone[0]['path']} (the soname link) is gone, {os.path.basename(versioned[0])} is there"
+            f"{_verify_note(lib)}",
+            f"{install} (or ldconfig, which makes the link from the file's SONAME)",
         )
     if lib["ldconfig"]:
         path = lib["ldconfig"][0]
@@ -89,7 +108,6 @@ def system_problem(lib: dict[str, Any], expected: dict[str, Any]) -> tuple[str, 
             f"exists in {d}, which the loader does not search",
             f"echo {d} > {conf} && ldconfig (or run the cuda_links role)",
         )
-    versioned = [p for p in lib["candidates"] if os.path.basename(p).startswith(soname + ".")]
     if versioned:
         target = versioned[0]
         note = _verify_note(lib)
@@ -137,7 +155,8 @@ def alias_problem(lib: dict[str, Any], expected: dict[str, Any], mode: str) -> t
     )
     if mode == "pip":
         return reason, f"pip install --force-reinstall {pip_requirement(lib, expected)} into the virtualenv"
-    links = " ".join(r["path"] for r in bad)
+    # the link to remove is the one that names the file of the other major, however it is reached
+    links = " ".join(dict.fromkeys(r.get("last_link") or r["path"] for r in bad))
     _package, install = _install(
         {**lib, "rpm": {**(lib.get("rpm") or {}), "package": package_for(lib["soname"], expected)[0]}},
         expected,
@@ -158,7 +177,7 @@ def pip_requirement(lib: dict[str, Any], expected: dict[str, Any]) -> str:
 
 
 def group_message(items: list[tuple[str, str]]) -> str:
-    """One message for the sonames that share a fix: 'a, b: not installed (found instead: a.so.13, b.so.13)'."""
+    """One message for the sonames sharing a fix: 'a, b: not installed (found instead: a.so.13, b.so.13)'."""
     instead = [r.split("found instead: ", 1)[1].rstrip(")") for _, r in items if "found instead: " in r]
     if instead and all(r.startswith("not installed (found instead") for _, r in items):
         return f"{', '.join(s for s, _ in items)}: not installed (found instead: {', '.join(instead)})"

@@ -224,6 +224,8 @@ def _resolution(path: str) -> dict[str, Any]:
     real = probes.realpath(path)
     return {
         "path": path,
+        "link_exists": probes.lexists(path),
+        "last_link": probes.last_link(path),
         "realpath": real,
         "exists": probes.exists(real) if real else False,
         "elf_soname": read_soname(real),

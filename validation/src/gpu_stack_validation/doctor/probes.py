@@ -263,6 +263,22 @@ def exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def last_link(path: str) -> str | None:
+    """The last symlink on the way from path to its file (the link that names the file), directories
+    resolved; None when path is not a symlink."""
+    if not os.path.islink(path):
+        return None
+    current = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    for _ in range(40):  # the kernel's own limit on link chains
+        target = os.readlink(current)
+        nxt = os.path.join(os.path.realpath(os.path.dirname(current)), target)
+        nxt = os.path.join(os.path.realpath(os.path.dirname(nxt)), os.path.basename(nxt))
+        if not os.path.islink(nxt):
+            return current
+        current = nxt
+    return current
+
+
 def processes_named(prefix: str) -> list[int]:
     """Pids whose /proc/PID/comm starts with prefix (comm is cut at 15 characters)."""
     pids = []
