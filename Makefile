@@ -1,6 +1,7 @@
 # opensuse-gpu-stack: one entry point for humans and CI.
 #   make demo   build the sandbox, converge site.yml into it, validate, print the verdict and reports
-#   make test   lint, unit tests, sandbox converge x2 (changed=0), testinfra, fault scenarios
+#   make test   lint, unit tests, sandbox converge x2 (changed=0), testinfra, the package's Keras tests in the
+#               host's ML venv, fault scenarios
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -15,6 +16,8 @@ RESULTS   := $(CACHE)/test-results
 SANDBOXCTL := $(PY) $(ROOT)/sandbox/sandboxctl.py
 # The sandbox host that make test/demo converge; make lab uses lab-1..N
 HOST      ?= leap156-1
+# The ML virtualenv inside a sandbox host (gpu_stack_venv_path of inventory/group_vars/all/stack.yml)
+HOST_VENV ?= /opt/gpu-stack/venv
 N         ?= 4
 # Ansible must not inherit the controller's environment (a stray GNUPGHOME broke key import in the chroot)
 ANSIBLE_ENV := env -i PATH=$(VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) LANG=C.UTF-8 \
@@ -27,7 +30,7 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint readme remove unit sandbox converge idempotence check-mode verify integration \
+.PHONY: help venv host-packages lint readme remove unit sandbox converge idempotence check-mode verify venv-tests integration \
 	test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
@@ -87,6 +90,17 @@ verify: ## testinfra suite against the converged sandbox
 	$(PYTEST) validation/tests -q --connection=chroot --hosts=$(HOST_ROOT) -m 'not gpu' \
 		--junitxml=$(RESULTS)/testinfra.xml
 
+# The validation package's real Keras/TensorFlow runs need TensorFlow: they run in the converged host's ML
+# virtualenv (where the gpu_validation role installed the package), inside the host
+venv-tests: ## The package's Keras/TensorFlow tests in $(HOST)'s ML virtualenv (after converge)
+	@mkdir -p $(RESULTS)
+	rm -rf $(HOST_ROOT)/tmp/gpu-stack-venv-tests && mkdir -p $(HOST_ROOT)/tmp/gpu-stack-venv-tests
+	cp $(ROOT)/tests/venv/*.py $(HOST_ROOT)/tmp/gpu-stack-venv-tests/
+	@rc=0; chroot $(HOST_ROOT) env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+		$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
+		--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || rc=$$?; \
+	cp $(HOST_ROOT)/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv.xml 2>/dev/null || true; exit $$rc
+
 integration: ## Fault scenarios and removal, each on a fresh sandbox
 	@mkdir -p $(RESULTS)
 	$(PYTEST) tests/integration -q --junitxml=$(RESULTS)/integration.xml
@@ -94,7 +108,7 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 test: ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
-	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration \
+	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify venv-tests integration \
 		|| status=$$?; \
 	$(SANDBOXCTL) down $(HOST) >/dev/null 2>&1 || true; \
 	exit $$status

@@ -96,6 +96,46 @@ def test_check_mode_on_the_validated_host_changes_nothing(validated, reports: Pa
     assert _recap(res)["changed"] == 0, changed_tasks(res.stdout)
 
 
+VENV = "/opt/gpu-stack/venv"
+CPU_BUILD_INFO = (
+    "build_info = collections.OrderedDict([('cpu_compiler', 'clang 18'), ('is_cuda_build', False), "
+    "('is_rocm_build', False), ('is_tensorrt_build', False)])"
+)
+
+
+def _host_doctor(host) -> tuple[int, dict]:
+    res = host.run(f"{VENV}/bin/gpu-doctor", "--json", "--require-tensorflow")
+    assert res.returncode in (0, 1), res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_tensorflow_without_gpu_support_is_a_failure(validated) -> None:
+    """A TensorFlow build without CUDA (what tensorflow-cpu is: its build info says is_cuda_build False)
+    in the ML venv: the stack promises a CUDA build, so the doctor fails, GPU or not, and names the fix."""
+    host, first = validated
+    assert first.returncode == 0
+    site = f"{VENV.lstrip('/')}-*/lib/python3*/site-packages"
+    (info,) = Path(host.root).glob(f"{site}/tensorflow/python/platform/build_info.py")
+    original = info.read_text(encoding="utf-8")
+    lines = [CPU_BUILD_INFO if line.startswith("build_info = ") else line for line in original.splitlines()]
+    info.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        rc, report = _host_doctor(host)
+    finally:
+        info.write_text(original, encoding="utf-8")
+    assert rc == 1
+    (fail,) = [f for f in report["failures"] if f["check"] == "tensorflow"]
+    assert fail["message"] == (
+        "TensorFlow 2.20.0 (tensorflow) is a build without GPU support (is_cuda_build false)"
+    )
+    assert fail["fix"] == (
+        f"{VENV}/bin/python -m pip uninstall -y tensorflow && {VENV}/bin/python -m pip install "
+        "tensorflow==2.20.0 (or converge the ml_venv role again)"
+    )
+    assert report["expected"]["source"] == "pins"  # the libraries are then checked against the pins
+    assert _host_doctor(host)[0] == 0
+
+
 def test_broken_stack_fails_after_the_reports_are_fetched(validated, reports: Path) -> None:
     """Runs last in this module: it breaks the host (cuDNN gone from the loader)."""
     host, first = validated

@@ -397,7 +397,11 @@ def build_report(reports: Path, hosts: list[str] | None = None, png: bool = True
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="gpu-fleet-report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="gpu-fleet-report",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 every host passed, 1 a host failed or lacks a report, 2 usage or environment.",
+    )
     ap.add_argument(
         "--reports",
         type=Path,
