@@ -133,7 +133,7 @@ vm-test: venv ## testinfra suite against the Vagrant VM (after `vagrant up`)
 	vagrant ssh-config > $(CACHE)/vagrant-ssh-config
 	$(PYTEST) validation/tests --hosts=default --ssh-config=$(CACHE)/vagrant-ssh-config --sudo -m 'not gpu'
 
-device-wheels: ## Wheels the GPU device check carries (keras, namex, optree)
+device-wheels: ## Wheels the GPU device check carries (keras, namex, optree, nvidia-ml-py)
 	PIP="$(VENV)/bin/pip" $(ROOT)/tests/device/fetch_wheels.sh
 
 remove: venv ## Uninstall from $(HOST): playbooks/remove.yml (cuDNN, links, what the manifests list)
