@@ -39,15 +39,16 @@ def main(argv: list[str]) -> int:
     try:
         import flit_core  # noqa: F401  (the backend must be importable here: no download during the build)
     except ImportError:
-        print(f"build_wheel.py: the build backend flit_core is not installed in {sys.executable}: install the "
-              "controller requirements (pip install -r requirements.txt, or make venv)", file=sys.stderr)
+        print(f"build_wheel.py: the build backend flit_core is not installed in {sys.executable}: "
+              "install the controller requirements (pip install -r requirements.txt, or make venv)",
+              file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1")
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps", "--no-index",
-             "--wheel-dir", tmp, str(source.resolve())],
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps",
+             "--no-index", "--wheel-dir", tmp, str(source.resolve())],
             env=env, capture_output=True, text=True, check=False,
         )
         built = sorted(Path(tmp).glob("*.whl"))
