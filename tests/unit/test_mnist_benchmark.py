@@ -305,7 +305,7 @@ def test_summarise_samples():
 
 
 # --- orchestration with a fake worker -----------------------------------------------------------
-def _worker(status_by_device=None, loss_fell=True, env_error=False):
+def _worker(status_by_device=None, loss_fell=True, env_error=False, load=0.5):
     status_by_device = status_by_device or {}
     calls = []
 
@@ -331,6 +331,8 @@ def _worker(status_by_device=None, loss_fell=True, env_error=False):
             "backend_version": "9.9",
             "keras_version": "3.15.1",
             "gemm_peak": {"tflops": 44.0 if dev == "gpu" else 1.0},
+            "cpu_count": 2,
+            "load_average": {"start": [load, load, load], "end": [2.0, 1.0, 0.5]},
             "runs": runs,
         }
 
@@ -385,6 +387,19 @@ def test_run_benchmark_auto_without_gpu_runs_cpu_with_a_note():
     assert report["ok"] is True and [c[0]["device"] for c in calls] == ["cpu"]
     assert any("CPU only" in n for n in report["notes"]) and report["speedups"] == []
     assert report["goal"]["met"] is None
+
+
+def test_a_busy_machine_is_noted_not_failed():
+    """Other jobs on the cores when the worker started: the % of peak is unreliable, and the report says so."""
+    runner, _ = _worker(load=7.08)
+    report = mb.run_benchmark(data="synthetic", device="cpu", batch_sizes=[1024], runner=runner)
+    assert report["ok"] is True
+    (note,) = [n for n in report["notes"] if "busy" in n]
+    assert "load average up to 7.08 on 2 CPUs" in note and "unreliable" in note
+    # the load at the end counts the worker's own threads: alone it is no reason for the note
+    runner, _ = _worker(load=0.4)
+    report = mb.run_benchmark(data="synthetic", device="cpu", batch_sizes=[1024], runner=runner)
+    assert not [n for n in report["notes"] if "busy" in n]
 
 
 def test_loss_that_does_not_fall_is_a_failure():
@@ -472,3 +487,6 @@ def test_unwritable_output_is_exit_2_before_any_run(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert mb.main(["--data", "synthetic", "--plot", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    # root may write almost anywhere, but not create files in /proc: the probe is real
+    assert mb.main(["--data", "synthetic", "--output", "/proc/mnist-benchmark.json"]) == 2
+    assert "cannot create files in directory /proc" in capsys.readouterr().err

@@ -194,8 +194,10 @@ def test_main_json_and_plot(np, tmp_path, capsys):
         "goal",
         "config",
         "plot",
+        "load_average",
     ):
         assert key in printed
+    assert set(printed["load_average"]) == {"start", "end"}
     assert printed["plot"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
     assert printed["article_example"]["weights_source"] == "the article's W1 and W2"
 

@@ -86,25 +86,49 @@ def find_tool(name: str, extra_dirs: tuple[str, ...] = ()) -> str:
     return name
 
 
+def _real_target(path: str) -> Path:
+    """The file a write lands in: a symlink's target, so the link itself is never replaced."""
+    target = Path(path)
+    return target.resolve() if target.is_symlink() else target
+
+
 def check_output_path(path: str | None, option: str = "--output") -> None:
-    """Refuse, before any work, an output file that cannot be written (UsageError names the problem)."""
+    """Refuse, before any work, an output file that cannot be written (UsageError names the problem).
+
+    os.access() says yes to root on nearly everything, so the directory is probed for real: a file is
+    created there and removed (read-only mounts, /proc, /sys and full disks are caught here, not after an
+    hour of benchmarking).
+    """
     if not path:
         return
-    target = Path(path)
+    target = _real_target(path)
     parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise UsageError(f"{option} {path}: is a directory; give a file name")
+    if target.exists() and not target.is_file():
+        raise UsageError(
+            f"{option} {path}: not a regular file (a device, socket or pipe); give a file name "
+            "(--json prints the report on stdout)"
+        )
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: directory {parent} does not exist; create it first")
     if target.exists() and not os.access(target, os.W_OK):
         raise UsageError(f"{option} {path}: the file is not writable")
-    if not target.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: directory {parent} is not writable")
+    probe = parent / f".{target.name}.probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path}: cannot create files in directory {parent} ({exc.strerror or exc}); "
+            "choose a writable directory"
+        ) from exc
+    os.close(fd)
+    probe.unlink(missing_ok=True)
 
 
 def write_text_file(path: str, text: str, option: str = "--output") -> None:
-    """Write an output file atomically; UsageError (exit 2) when that fails."""
-    target = Path(path)
+    """Write an output file atomically (a temporary file renamed over it); UsageError (exit 2) on failure."""
+    target = _real_target(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -112,6 +136,27 @@ def write_text_file(path: str, text: str, option: str = "--output") -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from exc
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, None where the system has none."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def busy_note(loads: list[list[float] | None], cpus: int | None, what: str) -> str | None:
+    """A note when the 1-minute load exceeded the CPU count before timing: other jobs then share the cores,
+    and a peak measured at a busier moment than the run makes its percentages unreliable (even > 100%)."""
+    high = max((v[0] for v in loads if v), default=None)
+    if high is None or not cpus or high <= cpus:
+        return None
+    return (
+        f"the machine was busy while {what} ran (load average up to {high:g} on {cpus} CPUs): "
+        "other jobs shared the cores, so the percentages of the GEMM peak are unreliable; measure again "
+        "when it is idle"
+    )
 
 
 def dump_json(report: dict[str, Any], sort_keys: bool = True) -> str:

@@ -32,7 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import nvml
-from ..common import EXIT_ENV, EXIT_FAIL, EXIT_OK, UsageError, check_output_path, dump_json, write_text_file
+from ..common import (
+    EXIT_ENV,
+    EXIT_FAIL,
+    EXIT_OK,
+    UsageError,
+    busy_note,
+    check_output_path,
+    dump_json,
+    write_text_file,
+)
 from .core import (
     ARTICLE_EPOCHS,
     BACKENDS,
@@ -222,6 +231,11 @@ def run_benchmark(
             continue
         if status != "ok":
             report["failures"].append(result.get("message") or f"{dev} worker failed")
+        # the load when the worker started: at its end it counts the worker's own threads too
+        start = (result.get("load_average") or {}).get("start")
+        busy = busy_note([start], result.get("cpu_count"), f"the {dev} worker")
+        if busy:
+            report["notes"].append(busy)
         for run in result.get("runs", []):
             report["runs"].append(run)
             label = f"{run['device']} {run['mode']} batch {run['batch_size']}"

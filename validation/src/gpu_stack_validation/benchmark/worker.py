@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import nvml
-from ..common import EXIT_ENV, EXIT_FAIL, EXIT_OK
+from ..common import EXIT_ENV, EXIT_FAIL, EXIT_OK, load_average
 from .backends import Backend
 from .core import EVAL_SAMPLES, finalize_run, new_run
 from .data import EnvProblem, load_data
@@ -46,6 +46,7 @@ def worker_main(config_path: str) -> int:
         "device_name": None,
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "load_average": {"start": load_average(), "end": None},
         "gpus_seen_by_backend": None,
         "precision": "float32, TF32 disabled",
         "gemm_peak": None,
@@ -55,6 +56,7 @@ def worker_main(config_path: str) -> int:
     }
 
     def write() -> None:
+        result["load_average"]["end"] = load_average()
         Path(config["result_path"]).write_text(json.dumps(result))
 
     try:

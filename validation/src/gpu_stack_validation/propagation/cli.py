@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import plotting
-from ..common import UsageError, check_output_path, dump_json, write_text_file
+from ..common import UsageError, busy_note, check_output_path, dump_json, load_average, write_text_file
 from .core import (
     DEFAULT_BATCHES,
     DEFAULT_NODES,
@@ -74,6 +74,7 @@ def run_propagation(
         "host": platform.node(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "load_average": {"start": load_average(), "end": None},
         "blas_threads_env": {var: os.environ.get(var) for var in THREAD_VARS},
         "config": {
             "nodes": nodes,
@@ -138,6 +139,11 @@ def run_propagation(
     else:
         report["gpu_library"] = None
         report["notes"].append("timing skipped (--no-timing)")
+    report["load_average"]["end"] = load_average()
+    # the load before the timing: at the end it counts this process's own BLAS threads too
+    busy = busy_note([report["load_average"]["start"]], report["cpu_count"], "the timing") if timing else None
+    if busy:
+        report["notes"].append(busy)
     report["ok"] = not report["failures"]
     return report
 
