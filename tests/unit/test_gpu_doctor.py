@@ -522,6 +522,9 @@ def install(monkeypatch: pytest.MonkeyPatch, host: Host) -> Host:
             if argv[1] == "-qf":
                 owner = host.rpm_owner.get(argv[-1])
                 return gd.CmdResult(argv, 0 if owner else 1, f"{owner}\n" if owner else "not owned")
+            if argv[1] == "-qa":  # names of the installed packages matching the glob
+                names = [n for n in host.rpm_installed if fnmatch.fnmatchcase(n, argv[-1])]
+                return gd.CmdResult(argv, 0, "".join(f"{n}\n" for n in names))
             if argv[1] == "-q":
                 version = host.rpm_installed.get(argv[-1])
                 return gd.CmdResult(argv, 0 if version else 1, f"{version}\n" if version else "")

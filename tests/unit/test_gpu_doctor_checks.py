@@ -164,6 +164,39 @@ def test_gpu_without_kernel_module(
     assert fail["fix"].startswith("modprobe nvidia nvidia_uvm;") and "uname -r" in fail["fix"]
 
 
+# A machine on the G06 driver (580, the last branch for Maxwell to Volta), package names of NVIDIA's
+# graphics repository; the version is the scripted host's driver
+G06_RPMS = {
+    "nvidia-driver-G06-kmp-default": "580.159.04-1",
+    "nvidia-compute-G06": "580.159.04-1",
+    "nvidia-compute-utils-G06": "580.159.04-1",
+}
+
+
+def test_fixes_name_the_installed_driver_generation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = gpu_host(rpm_installed=dict(G06_RPMS), tools={"mokutil": (0, fixture("mokutil_sb_enabled.txt"))})
+    host.files.pop("/proc/driver/nvidia/version")
+    host.files["/proc/modules"] = "video 73728 0 - Live 0xffffffffc0d1a000\n"
+    rc, report = doctor(monkeypatch, capsys, host)
+    assert rc == 1
+    (fail,) = failures(report, "kernel_module")
+    assert "rpm -q nvidia-driver-G06-kmp-default" in fail["fix"] and "G07" not in fail["fix"]
+    (sb,) = failures(report, "secure_boot")
+    assert sb["fix"].startswith("enroll the key nvidia-driver-G06-kmp-default is signed with (mokutil")
+    # no driver RPM at all: generation G07, the default for every GPU from Turing on
+    assert gd.driver_packages([]) == {
+        "source": "generation G07 (no NVIDIA driver RPM installed)",
+        "generation": "G07",
+        "kmp": "nvidia-open-driver-G07-signed-cuda-kmp-default",
+        "compute": "nvidia-compute-G07",
+        "utils": "nvidia-compute-utils-G07",
+        "installed": [],
+    }
+    assert gd.driver_packages(sorted(G06_RPMS))["compute"] == "nvidia-compute-G06"
+
+
 def test_secure_boot_blocks_an_unsigned_module(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,11 +7,11 @@ import argparse
 from typing import Any
 
 from ..nvml import normalize_bus_id
+from .facts import DEFAULT_KMP, driver_packages
 from .findings import Findings
 from .parsers import cuda_version_str, driver_at_least
 
 GPU_KEYS = ("name", "memory_total_mib", "compute_capability", "uuid", "pci_bus_id")
-DRIVER_PACKAGES = "nvidia-open-driver-G07-signed-cuda-kmp-default nvidia-compute-G07 nvidia-compute-utils-G07"
 NOUVEAU_FIX = (
     "echo 'blacklist nouveau' > /etc/modprobe.d/60-blacklist-nouveau.conf && dracut -f && reboot "
     "(the initrd must not load nouveau either)"
@@ -52,6 +52,16 @@ def merge_gpus(facts: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return gpus
+
+
+def _driver(facts: dict[str, Any]) -> dict[str, Any]:
+    """The driver's packages to name in fixes (facts.driver_packages: installed, else generation G07)."""
+    return facts["kernel"].get("driver_packages") or driver_packages(None)
+
+
+def _driver_install(facts: dict[str, Any]) -> str:
+    d = _driver(facts)
+    return f"{d['kmp']} {d['compute']} {d['utils']}"
 
 
 def _gpu_line(g: dict[str, Any]) -> str:
@@ -136,7 +146,7 @@ def check_gpu(facts: dict[str, Any], opts: argparse.Namespace, fx: Findings) -> 
                 "gpu",
                 f"{names} present (lspci) but the NVIDIA driver is not loaded"
                 + (f": {smi['message']}" if smi.get("message") else ""),
-                f"zypper install {DRIVER_PACKAGES} (the nvidia_driver role), then reboot; "
+                f"zypper install {_driver_install(facts)} (the nvidia_driver role), then reboot; "
                 "`dmesg | grep -i nvrm` tells why the module did not load (secure boot, missing kmp)",
             )
         else:
@@ -146,7 +156,7 @@ def check_gpu(facts: dict[str, Any], opts: argparse.Namespace, fx: Findings) -> 
                 + "; ".join(evidence)
                 + ")",
                 "check the /dev/nvidia* permissions (the user needs the video group) and "
-                "`nvidia-smi`; reinstall nvidia-compute-G07 if libraries are missing",
+                f"`nvidia-smi`; reinstall {_driver(facts)['compute']} if libraries are missing",
             )
         res["summary"] = f"{names} found but the driver does not answer (" + "; ".join(evidence) + ")"
         return res
@@ -175,7 +185,7 @@ def check_cuda_driver(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
     found = gpu["found"]
     if not cuda.get("loaded"):
         res["summary"] = f"libcuda.so.1 cannot be loaded ({cuda.get('error')})"
-        fix = "zypper install nvidia-compute-G07 (the nvidia_driver role installs the driver's user space)"
+        fix = f"zypper install {_driver(facts)['compute']} (the nvidia_driver role installs the user space)"
         if found:
             res["status"] = "fail"
             fx.fail("cuda_driver", "libcuda.so.1 (the CUDA driver library) cannot be loaded", fix)
@@ -195,14 +205,15 @@ def check_cuda_driver(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
     if rc == 34:
         fix = (
             "libcuda.so.1 is the toolkit's stub: remove .../lib64/stubs from /etc/ld.so.conf.d and "
-            "LD_LIBRARY_PATH, run ldconfig, install nvidia-compute-G07"
+            f"LD_LIBRARY_PATH, run ldconfig, install {_driver(facts)['compute']}"
         )
     elif rc == 100 and facts["host"].get("cuda_visible_devices") is not None:
         fix = f"CUDA_VISIBLE_DEVICES={facts['host']['cuda_visible_devices']!r} hides the GPU: unset it"
     elif rc in (35, 803):
         fix = (
             "the driver is older than the CUDA libraries or does not match them: zypper install "
-            f"{DRIVER_PACKAGES} at gpu_stack_nvidia_driver_version (the nvidia_driver role), then reboot"
+            f"{_driver_install(facts)} at gpu_stack_nvidia_driver_version (the nvidia_driver role), "
+            "then reboot"
         )
     else:
         fix = "check `nvidia-smi` and `dmesg | grep -i nvrm`; reboot after a driver update"
@@ -251,7 +262,7 @@ def check_driver_version(facts: dict[str, Any], expected: dict[str, Any], fx: Fi
             "driver_version",
             f"driver {version} is older than {need}, the minimum for CUDA {major}",
             f"update the NVIDIA driver to >= {need}: the nvidia_driver role with "
-            f"gpu_stack_nvidia_driver_version (zypper install {DRIVER_PACKAGES}), then reboot",
+            f"gpu_stack_nvidia_driver_version (zypper install {_driver_install(facts)}), then reboot",
         )
     api_major = api // 1000 if api else None
     if api_major is not None and major is not None and major.isdigit() and api_major < int(major):
@@ -307,8 +318,7 @@ def check_kernel_module(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings
                 "kernel_module",
                 f"an NVIDIA GPU is present but the nvidia kernel module is not loaded{why}",
                 "modprobe nvidia nvidia_uvm; if it fails, `dmesg | grep -iE 'nvrm|nvidia'` says why: "
-                "the kmp must "
-                "match the running kernel (`rpm -q nvidia-open-driver-G07-signed-cuda-kmp-default` against "
+                f"the kmp must match the running kernel (`rpm -q {_driver(facts)['kmp']}` against "
                 "`uname -r`); after a kmp install, reboot",
             )
         else:
@@ -383,6 +393,19 @@ def check_nouveau(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> d
     return res
 
 
+def _signed_fix(facts: dict[str, Any]) -> str:
+    """G07 has a prebuilt Secure-Boot-signed kmp; any other module needs its key enrolled (MOK)."""
+    d = _driver(facts)
+    enroll = "then reboot and confirm the key in MokManager"
+    if d["generation"] == "G07":
+        return (
+            f"install the Secure-Boot-signed kmp {DEFAULT_KMP['G07']} (the nvidia_driver role's default); "
+            "with DKMS (nvidia-open-driver-G07) enroll its key: mokutil --import /var/lib/dkms/mok.pub, "
+            + enroll
+        )
+    return f"enroll the key {d['kmp']} is signed with (mokutil --import CERTIFICATE), {enroll}"
+
+
 def check_secure_boot(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) -> dict[str, Any]:
     """Secure Boot state, and whether the nvidia module is signed (taint E: an unsigned module loaded)."""
     k = facts["kernel"]
@@ -412,16 +435,14 @@ def check_secure_boot(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings) 
             "secure_boot",
             "Secure Boot is on and the nvidia module is not loaded: the kernel refuses a module "
             "without a trusted signature",
-            "install the Secure-Boot-signed kmp "
-            "(nvidia-open-driver-G07-signed-cuda-kmp-default, the nvidia_driver role's default); with DKMS, "
-            "enroll its key: mokutil --import /var/lib/dkms/mok.pub, then reboot and confirm in MokManager",
+            _signed_fix(facts),
         )
     elif loaded and "E" in taint:
         res["status"] = "warn"
         fx.warn(
             "secure_boot",
             "the loaded nvidia module is unsigned (kernel taint E): with Secure Boot on it would be refused",
-            "use the signed kmp nvidia-open-driver-G07-signed-cuda-kmp-default",
+            _signed_fix(facts),
         )
     return res
 

@@ -65,6 +65,32 @@ def package_for(soname: str, expected: dict[str, Any]) -> tuple[str, str]:
     return f"{stem}-{xy}", "cuda"  # libcufft-12-5, libcurand-12-5, libcusolver-12-5, libcusparse-12-5
 
 
+# The kernel module package of each driver generation when none is installed: the nvidia_driver role's
+# defaults (G07: SUSE's signed open kmp from NVIDIA's CUDA repository; G06: NVIDIA's graphics repository)
+DEFAULT_KMP = {
+    "G07": "nvidia-open-driver-G07-signed-cuda-kmp-default",
+    "G06": "nvidia-driver-G06-kmp-default",
+}
+
+
+def driver_packages(installed: list[str] | None) -> dict[str, Any]:
+    """The driver's RPMs to name in a fix: the installed ones (`rpm -qa 'nvidia-*'`), so a G06 host is told
+    about G06 packages; without any, generation G07 (every GPU from Turing on)."""
+    names = installed or []
+    kmps = [n for n in names if "-kmp-" in n]
+    kmp = next((n for n in kmps if n.endswith("-kmp-default")), kmps[0] if kmps else None)
+    gens = [m.group(1) for n in [kmp or "", *names] for m in [re.search(r"-(G0\d)(?:-|$)", n)] if m]
+    generation = gens[0] if gens else "G07"
+    return {
+        "source": "installed RPMs" if kmp or gens else "generation G07 (no NVIDIA driver RPM installed)",
+        "generation": generation,
+        "kmp": kmp or DEFAULT_KMP.get(generation, DEFAULT_KMP["G07"]),
+        "compute": f"nvidia-compute-{generation}",
+        "utils": f"nvidia-compute-utils-{generation}",
+        "installed": names,
+    }
+
+
 # pip mode: the wheel of NVIDIA's that carries each library (tensorflow[and-cuda] pins them)
 WHEELS = {
     "libcudart": "nvidia-cuda-runtime-cu12",
@@ -183,6 +209,7 @@ def kernel_facts(timeout: float) -> dict[str, Any]:
         "mokutil_available": mok.rc != RC_NOT_FOUND,
         "persistenced_pids": probes.processes_named("nvidia-persistenced"),
         "persistenced_installed": find_tool("nvidia-persistenced") != "nvidia-persistenced",
+        "driver_packages": driver_packages(probes.rpm_names("nvidia-*", timeout)),
     }
 
 

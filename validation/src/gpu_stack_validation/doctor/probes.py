@@ -305,6 +305,14 @@ def rpm_installed(package: str, timeout: float) -> str | None:
     return res.stdout.split()[0] if res.ok and res.stdout.strip() else None
 
 
+def rpm_names(pattern: str, timeout: float) -> list[str] | None:
+    """Names of the installed RPMs matching a glob (`rpm -qa PATTERN`), None when rpm cannot be run."""
+    res = run_cmd([find_tool("rpm"), "-qa", "--queryformat", "%{NAME}\\n", pattern], timeout=timeout)
+    if not res.ok:
+        return None
+    return sorted({line.strip() for line in res.stdout.splitlines() if line.strip()})
+
+
 def rpm_verify(package: str, timeout: float) -> str:
     """Output of `rpm -V package` (empty: every file as packaged)."""
     return run_cmd([find_tool("rpm"), "-V", package], timeout=timeout).stdout
