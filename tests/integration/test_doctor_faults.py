@@ -157,9 +157,19 @@ def test_alias_across_majors(host: SandboxHost, tmp_path: Path) -> None:
     assert doctor(host)[0] == 0
 
 
+def userspace_driver(root: Path) -> str:
+    """The driver version in the file name of the host's libcuda (what the nvidia_driver role installed)."""
+    name = os.path.basename(os.path.realpath(root / "usr/lib64/libcuda.so.1"))
+    assert name.startswith("libcuda.so.") and name.count(".") >= 4, name
+    return name.removeprefix("libcuda.so.")
+
+
 def test_kernel_module_older_than_the_userspace_driver(host: SandboxHost) -> None:
     """The state after a driver update without a reboot: the loaded module (/proc/driver/nvidia/version,
-    planted on a tmpfs over the host's /proc/driver) is 550.144.03, the user-space driver 555.42.06."""
+    planted on a tmpfs over the host's /proc/driver) is 550.144.03, the user-space driver the installed
+    one."""
+    user = userspace_driver(Path(host.root))
+    assert user != "550.144.03"
     target = Path(host.root) / "proc" / "driver"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], check=True)
     try:
@@ -175,7 +185,7 @@ def test_kernel_module_older_than_the_userspace_driver(host: SandboxHost) -> Non
     assert rc == 1
     (fail,) = [f for f in report["failures"] if f["check"] == "kernel_module"]
     assert fail["message"] == (
-        "the loaded nvidia kernel module is 550.144.03 but the user-space driver is 555.42.06 "
+        f"the loaded nvidia kernel module is 550.144.03 but the user-space driver is {user} "
         "(libcuda.so file name): the driver was updated without a reboot"
     )
     assert fail["fix"].startswith("reboot")
@@ -193,16 +203,27 @@ STUB_RPMS = (
     "libcusolver-12-5-11.6.3.83",
     "libcusparse-12-5-12.5.1.3",
     "libcudnn9-cuda-12-9.3.0.75",
-    "nvidia-compute-G07-555.42.06",
-    "nvidia-compute-utils-G07-555.42.06",
 )
+
+
+def stub_driver_rpms() -> tuple[str, list[Path]]:
+    """(driver version, its nvidia-compute and nvidia-compute-utils RPMs): the oldest driver the stub repo
+    carries, whatever its generation (G06 or G07)."""
+    found = {}
+    for path in STUB_REPO.glob("nvidia-compute-G0[0-9]-*.rpm"):
+        version = path.name.split("-")[3]
+        utils = STUB_REPO / path.name.replace("nvidia-compute-", "nvidia-compute-utils-", 1)
+        if utils.is_file():
+            found[tuple(int(p) for p in version.split("."))] = (version, [path, utils])
+    assert found, f"no nvidia-compute RPM in {STUB_REPO}"
+    return found[min(found)]
 
 
 def test_real_probes_on_the_sandbox_stub_libraries(sandbox_ready: Path, tmp_path: Path) -> None:
     """The doctor's real ctypes probes, on this controller, against the stub ELF libraries of the sandbox
     repo, unpacked with rpm2archive (not installed): cuInit, the runtime and cuDNN versions, the SONAMEs."""
-    for rpm in STUB_RPMS:
-        path = STUB_REPO / f"{rpm}-1.x86_64.rpm"
+    driver, driver_rpms = stub_driver_rpms()
+    for path in [STUB_REPO / f"{rpm}-1.x86_64.rpm" for rpm in STUB_RPMS] + driver_rpms:
         with path.open("rb") as fh:
             tar = subprocess.run(["rpm2archive", "-"], stdin=fh, capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
@@ -241,7 +262,7 @@ def test_real_probes_on_the_sandbox_stub_libraries(sandbox_ready: Path, tmp_path
     checks = report["checks"]
     assert checks["gpu"]["nvidia_smi"]["error_kind"] == "no_driver"
     assert checks["cuda_driver"]["cuinit_rc"] == 100 and checks["cuda_driver"]["driver_api_version"] == 12050
-    assert checks["driver_version"]["version"] == "555.42.06"
+    assert checks["driver_version"]["version"] == driver
     assert (
         checks["cuda_runtime"]["runtime_version"] == 12050
         and checks["cuda_runtime"]["header_version"] == 12050
