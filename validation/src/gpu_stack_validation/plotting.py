@@ -112,6 +112,7 @@ def benchmark_plot(report: dict[str, Any], path: str) -> str | None:
                     label=f"goal {g['device']} {g['target_pct']:.0f}% at batch {g['batch_size']}",
                 )
         right.set_xscale("log", base=2)
+        right.set_ylim(bottom=0)  # a share: from zero, so small differences do not look large
         right.set_ylabel("% of the same run's fp32 GEMM peak")
         right.set_title("Share of the GEMM peak (no GPU run)")
     right.set_xlabel("batch size")
