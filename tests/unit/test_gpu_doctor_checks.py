@@ -183,6 +183,8 @@ def test_fixes_name_the_installed_driver_generation(
     assert rc == 1
     (fail,) = failures(report, "kernel_module")
     assert "rpm -q nvidia-driver-G06-kmp-default" in fail["fix"] and "G07" not in fail["fix"]
+    packages = report["checks"]["kernel_module"]["driver_packages"]
+    assert (packages["generation"], packages["source"]) == ("G06", "installed RPMs")
     (sb,) = failures(report, "secure_boot")
     assert sb["fix"].startswith("enroll the key nvidia-driver-G06-kmp-default is signed with (mokutil")
     # no driver RPM at all: generation G07, the default for every GPU from Turing on

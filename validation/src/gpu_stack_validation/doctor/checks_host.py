@@ -308,6 +308,7 @@ def check_kernel_module(facts: dict[str, Any], gpu: dict[str, Any], fx: Findings
         "userspace_source": user_source,
         "uvm_loaded": "nvidia_uvm" in k["modules"],
         "modules": sorted(m for m in k["modules"] if m != "nouveau"),
+        "driver_packages": _driver(facts),  # what the fixes name
     }
     if not loaded:
         if gpu["found"]:
