@@ -390,7 +390,7 @@ def test_run_benchmark_auto_without_gpu_runs_cpu_with_a_note():
 
 
 def test_a_busy_machine_is_noted_not_failed():
-    """Other jobs on the cores when the worker started: the % of peak is unreliable, and the report says so."""
+    """Other jobs on the cores when the worker started: the % of peak is unreliable; the report says so."""
     runner, _ = _worker(load=7.08)
     report = mb.run_benchmark(data="synthetic", device="cpu", batch_sizes=[1024], runner=runner)
     assert report["ok"] is True
