@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO_ROOT, host_name_for, run_playbook
 
 from sandbox.sandboxctl import SandboxHost  # conftest put the repository root on sys.path
@@ -103,6 +104,12 @@ CPU_BUILD_INFO = (
 )
 
 
+def _pinned_tensorflow() -> str:
+    """gpu_stack_tensorflow_version of the inventory: what the ml_venv role installed."""
+    versions = REPO_ROOT / "inventory" / "group_vars" / "all" / "versions.yml"
+    return str(yaml.safe_load(versions.read_text(encoding="utf-8"))["gpu_stack_tensorflow_version"])
+
+
 def _host_doctor(host) -> tuple[int, dict]:
     res = host.run(f"{VENV}/bin/gpu-doctor", "--json", "--require-tensorflow")
     assert res.returncode in (0, 1), res.stderr
@@ -124,13 +131,16 @@ def test_tensorflow_without_gpu_support_is_a_failure(validated) -> None:
     finally:
         info.write_text(original, encoding="utf-8")
     assert rc == 1
+    version = _pinned_tensorflow()
+    # pip mode (NVIDIA's CUDA wheels): TensorFlow comes back with the extra that pins them
+    pip = f"'tensorflow[and-cuda]=={version}'" if report["cuda_mode"] == "pip" else f"tensorflow=={version}"
     (fail,) = [f for f in report["failures"] if f["check"] == "tensorflow"]
     assert fail["message"] == (
-        "TensorFlow 2.20.0 (tensorflow) is a build without GPU support (is_cuda_build false)"
+        f"TensorFlow {version} (tensorflow) is a build without GPU support (is_cuda_build false)"
     )
     assert fail["fix"] == (
         f"{VENV}/bin/python -m pip uninstall -y tensorflow && {VENV}/bin/python -m pip install "
-        "tensorflow==2.20.0 (or converge the ml_venv role again)"
+        f"{pip} (or converge the ml_venv role again)"
     )
     assert report["expected"]["source"] == "pins"  # the libraries are then checked against the pins
     assert _host_doctor(host)[0] == 0

@@ -369,6 +369,20 @@ def test_pip_mode_from_the_stamp_checks_the_wheels_only(
     )
 
 
+def test_pip_mode_cpu_only_tensorflow_is_reinstalled_with_its_cuda_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In pip mode TensorFlow's CUDA is NVIDIA's wheels, which tensorflow[and-cuda] pins: the fix says so."""
+    host, _site = _pip_host()
+    host.tf["build_info"] = {**host.tf["build_info"], "is_cuda_build": False}
+    rc, report = doctor(monkeypatch, capsys, host)
+    assert rc == 1
+    (fail,) = failures(report, "tensorflow")
+    assert fail["fix"].endswith(
+        "-m pip install 'tensorflow[and-cuda]==2.20.0' (or converge the ml_venv role again)"
+    )
+
+
 def test_pip_mode_wheel_of_another_major(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

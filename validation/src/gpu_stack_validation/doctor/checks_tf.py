@@ -31,7 +31,10 @@ def check_tensorflow(
         "error": tf.get("import_error") or tf.get("probe_error"),
     }
     want_tf = expected.get("tensorflow_version")
-    pip = f"tensorflow=={want_tf}" if want_tf else "tensorflow"
+    # pip mode: the CUDA libraries are NVIDIA's wheels, which the and-cuda extra pins
+    extra = "[and-cuda]" if (facts.get("cuda_mode") or {}).get("mode") == "pip" else ""
+    pip = f"tensorflow{extra}=={want_tf}" if want_tf else f"tensorflow{extra}"
+    pip = f"'{pip}'" if extra else pip  # the brackets are a shell glob
     install_fix = f"pip install {pip} into {res['python']}'s venv (the ml_venv role)"
     if tf.get("skipped"):
         res["status"] = "skip"
