@@ -19,6 +19,8 @@ from .core import (
     rate_gflops,
 )
 
+INTERLEAVED_ROUNDS = 2  # rounds of (largest batch, same-shape peak) timed alternately
+
 
 def best_time(
     fn: Callable[[], Any],
@@ -132,7 +134,19 @@ def time_backend(
             f"{rows[-1]['loop_gflops']:.2f} GFLOP/s, speedup {rows[-1]['speedup']:.1f}x"
         )
     same_after, square_after = peaks()
-    same = max(v for v in (same_before, same_after) if v is not None)
+    # The goal compares the largest batch with the same-shape peak: time the two alternately too, so that
+    # on a shared machine both get the same quiet moments (minutes apart, one may hit a busy one)
+    a1 = xp.asarray(rng.standard_normal((largest, nodes[0])).astype(dtype))
+    paired = []
+    for _ in range(INTERLEAVED_ROUNDS):
+        batched_s = best_time(lambda: propagate(xp, weights, a1), sync, repeat=repeat)
+        seconds, flops = layer_gemm_peak(xp, nodes, largest, dtype, rng, sync, repeat)
+        paired.append((batched_s, rate_gflops(flops, seconds)))
+    last = rows[-1]
+    last["batched_s"] = min(last["batched_s"], *(b for b, _ in paired))
+    last["batched_gflops"] = rate_gflops(last["flops"], last["batched_s"])
+    last["speedup"] = last["loop_s"] / last["batched_s"] if last["batched_s"] > 0 else None
+    same = max(v for v in (same_before, same_after, *(g for _, g in paired)) if v is not None)
     square = max(v for v in (square_before, square_after) if v is not None)
     for row in rows:
         row["batched_pct_of_peak"] = percent_of(row["batched_gflops"], same)
@@ -143,7 +157,9 @@ def time_backend(
         "backend": name,
         "peak_shape": shapes[0],
         "peak_shapes": shapes,
-        "peak_rule": "each layer's (n_out x n_in) @ (n_in x largest batch) GEMM alone, times summed",
+        "peak_rule": "each layer's (n_out x n_in) @ (n_in x largest batch) GEMM alone, times summed; best of "
+        f"before and after the sweep and of {INTERLEAVED_ROUNDS} rounds alternating with the largest batch",
+        "gemm_peak_gflops_interleaved": [g for _, g in paired],
         "gemm_peak_gflops": same,
         "gemm_peak_gflops_before": same_before,
         "gemm_peak_gflops_after": same_after,
