@@ -1,7 +1,8 @@
-"""fleet_report.py on canned reports shaped like gpu_doctor.py, mnist_benchmark.py and propagation.py output.
+"""The fleet report (gpu-fleet-report) on canned reports shaped like the output of gpu-doctor,
+mnist-benchmark and gpu-propagation.
 
 The canned dicts carry the keys the fleet report reads (and a few it ignores); the `*_schema` tests feed
-it reports produced by the real scripts, so a renamed key in a validator breaks a test here.
+it reports produced by the real commands, so a renamed key in a validator breaks a test here.
 """
 
 from __future__ import annotations

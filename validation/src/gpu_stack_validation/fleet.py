@@ -95,7 +95,7 @@ def _version(value: Any, kind: str = "plain") -> str | None:
 
 
 def doctor_summary(doctor: dict[str, Any] | None) -> dict[str, Any]:
-    """Verdict, GPUs, driver, CUDA/cuDNN runtime versions and TF's visible GPUs from gpu_doctor.py's JSON."""
+    """Verdict, GPUs, driver, CUDA/cuDNN runtime versions and TF's visible GPUs from gpu-doctor's JSON."""
     if doctor is None:
         return {
             "verdict": NA,
