@@ -61,3 +61,10 @@ def test_doctor_refuses_an_unwritable_output_before_probing(capsys, monkeypatch)
     monkeypatch.setattr(doctor_cli, "gather_facts", lambda *a, **k: pytest.fail("the doctor probed"))
     assert doctor_cli.main(["--output", "/proc/gpu-doctor.json"]) == 2
     assert "cannot create files in directory /proc" in capsys.readouterr().err
+
+
+def test_percentages_over_the_peak_are_called_disturbed() -> None:
+    assert common.over_peak_note(99.0, "x") is None and common.over_peak_note(None, "x") is None
+    note = common.over_peak_note(265.0, "batched propagation at batch 2048")
+    assert note.startswith("batched propagation at batch 2048 measured 265% of the GEMM peak")
+    assert "do not read this percentage" in note

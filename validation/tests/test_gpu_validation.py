@@ -138,6 +138,13 @@ def test_last_measurement_kept_on_the_host(host, validation, tool: str) -> None:
     assert f.is_file
     report = json.loads(f.content_string)
     assert report["ok"] is True and report["failures"] == []
+    if tool == "benchmark":
+        # at least two epochs (the quick profile too): the steady epoch is one without compilation
+        assert report["runs"] and all(
+            len(r["epoch_times_s"]) >= 2 and r["steady_rule"].startswith("best of epochs 2..")
+            and r["loss_fell"] is True for r in report["runs"]
+        )
+        assert report["config"]["flops_per_sample"] == 4 * 784 * 512 + 6 * 512 * 10
 
 
 @pytest.mark.gpu

@@ -159,6 +159,19 @@ def busy_note(loads: list[list[float] | None], cpus: int | None, what: str) -> s
     )
 
 
+OVER_PEAK_PCT = 110.0
+
+
+def over_peak_note(pct: float | None, what: str) -> str | None:
+    """A note for a percentage of a same-run peak that is not physically meaningful (well over 100%)."""
+    if pct is None or pct <= OVER_PEAK_PCT:
+        return None
+    return (
+        f"{what} measured {pct:.0f}% of the GEMM peak of the same run: more than the peak, so the timings "
+        "(or the peak's) were disturbed; do not read this percentage"
+    )
+
+
 def dump_json(report: dict[str, Any], sort_keys: bool = True) -> str:
     return json.dumps(report, indent=2, sort_keys=sort_keys)
 

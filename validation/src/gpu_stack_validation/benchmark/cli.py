@@ -40,6 +40,7 @@ from ..common import (
     busy_note,
     check_output_path,
     dump_json,
+    over_peak_note,
     write_text_file,
 )
 from .core import (
@@ -246,6 +247,12 @@ def run_benchmark(
                     f"{label}: the loss did not fall ({run.get('eval_loss_before')} -> "
                     f"{run.get('eval_loss_after')})"
                 )
+    for run in report["runs"]:
+        over = over_peak_note(
+            run.get("pct_of_gemm_peak"), f"{run['device']} {run['mode']} batch {run['batch_size']}"
+        )
+        if over:
+            report["notes"].append(over)
     report["speedups"] = speedups(report["runs"])
     report["goals"] = [goal(report["runs"], batch_sizes, d) for d in ("gpu", "cpu")]
     report["goal"] = report["goals"][0]

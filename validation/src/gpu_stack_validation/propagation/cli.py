@@ -25,7 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import plotting
-from ..common import UsageError, busy_note, check_output_path, dump_json, load_average, write_text_file
+from ..common import (
+    UsageError,
+    busy_note,
+    check_output_path,
+    dump_json,
+    load_average,
+    over_peak_note,
+    write_text_file,
+)
 from .core import (
     DEFAULT_BATCHES,
     DEFAULT_NODES,
@@ -144,6 +152,9 @@ def run_propagation(
     busy = busy_note([report["load_average"]["start"]], report["cpu_count"], "the timing") if timing else None
     if busy:
         report["notes"].append(busy)
+    over = over_peak_note(report["goal"]["value_pct"], f"batched propagation at batch {max(batches)}")
+    if over:
+        report["notes"].append(over)
     report["ok"] = not report["failures"]
     return report
 
