@@ -11,7 +11,8 @@ DIR gets:
   cudnn/            the cuDNN archive (NVIDIA's license does not allow the project to ship it: bring your own)
   cuda/             NVIDIA's CUDA local-installer RPM, when given (else MIRROR.md says how to mirror the
                     CUDA repository and point cuda_repo_mirror at it)
-  validation/       the validation package's wheel (installed into the virtualenv without network)
+  validation/       the validation package's wheel (the gpu_validation role builds the same from the sources
+                    it ships with; this copy is for hosts that install it by hand)
   mnist/            Keras' mnist.npz, when given (sha256-checked against Keras' published one)
   offline.yml       variables for the inventory (group_vars/all/offline.yml, or -e @DIR/offline.yml) that
                     point the roles at the bundle on the controller, with every file's sha256
@@ -140,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             "cudnn_source": "controller",
             "cudnn_archive_src": str(cudnn),
             "cudnn_archive_sha256": sha256_file(cudnn),
-            "gpu_validation_package_wheel": str(build_validation_wheel(out / "validation")),
         }
+        # The gpu_validation role builds the package from its sources on the controller; the wheel is kept
+        # here for hosts that install it by hand (pip install --no-index DIR/validation/*.whl)
+        build_validation_wheel(out / "validation")
         if args.cuda_local_installer:
             rpm = copy_into(args.cuda_local_installer, out / "cuda")
             offline.update(
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             if digest != MNIST_SHA256:
                 raise UsageError(f"{args.mnist} has sha256 {digest}, not Keras' mnist.npz ({MNIST_SHA256})")
             mnist = copy_into(args.mnist, out / "mnist")
-            offline.update(gpu_validation_mnist_src=str(mnist), gpu_validation_mnist_sha256=digest)
+            offline.update(gpu_validation_mnist_src=str(mnist))
         (out / "offline.yml").write_text(
             "---\n# Written by tools/offline_bundle.py: points the roles at this bundle on the controller.\n"
             + yaml.safe_dump(offline, sort_keys=True, width=110)
