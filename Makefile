@@ -26,6 +26,8 @@ N         ?= 4
 empty     :=
 comma     := ,
 LIMIT      = $(subst $(empty) $(empty),$(comma),$(strip $(HOSTS)))
+# Hosts the Keras/TensorFlow tests run in: TensorFlow on the system CUDA (Leap 15.6) and on its pip wheels (Leap 16)
+VENV_TEST_HOSTS := leap156-1 leap160-1
 # Fresh hosts for the check-mode run on every platform (taken down again at once)
 CHECK_HOSTS := $(addprefix check-,$(PLATFORMS))
 # Ansible must not inherit the controller's environment (a stray GNUPGHOME broke key import in the chroot)
@@ -125,15 +127,18 @@ verify: ## testinfra suite against each converged sandbox host
 
 # The validation package's real Keras/TensorFlow runs need TensorFlow: they run in the converged host's ML
 # virtualenv (where the gpu_validation role installed the package), inside the host
-venv-tests: ## The package's Keras/TensorFlow tests in $(HOST)'s ML virtualenv (after converge)
+venv-tests: ## The package's Keras/TensorFlow tests in the ML virtualenv of a system-CUDA and a pip-CUDA host
 	@mkdir -p $(RESULTS)
-	rm -rf $(HOST_ROOT)/tmp/gpu-stack-venv-tests && mkdir -p $(HOST_ROOT)/tmp/gpu-stack-venv-tests
-	cp $(ROOT)/tests/venv/*.py $(HOST_ROOT)/tmp/gpu-stack-venv-tests/
-	@rc=0; chroot $(HOST_ROOT) env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-		$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
-		--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || rc=$$?; \
-	cp $(HOST_ROOT)/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv.xml 2>/dev/null || true; \
-	rm -rf $(HOST_ROOT)/tmp/gpu-stack-venv-tests; exit $$rc
+	@status=0; for h in $(filter $(VENV_TEST_HOSTS),$(HOSTS)); do \
+		root=$$($(SANDBOXCTL) root $$h); echo "venv-tests: $$h"; \
+		rm -rf $$root/tmp/gpu-stack-venv-tests && mkdir -p $$root/tmp/gpu-stack-venv-tests; \
+		cp $(ROOT)/tests/venv/*.py $$root/tmp/gpu-stack-venv-tests/; \
+		chroot $$root env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+			$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
+			--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || status=1; \
+		cp $$root/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv-$$h.xml 2>/dev/null || true; \
+		rm -rf $$root/tmp/gpu-stack-venv-tests; \
+	done; exit $$status
 
 integration: ## Fault scenarios and removal, each on a fresh sandbox
 	@mkdir -p $(RESULTS)

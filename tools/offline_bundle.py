@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,17 @@ def main(argv: list[str] | None = None) -> int:
                 cuda_repo_local_installer_remote_src=False,
                 cuda_repo_local_installer_sha256=sha256_file(rpm),
             )
+            # The installer carries the user space of its bundled driver (its file name says which:
+            # ..._12.5.1_555.42.06-...): the driver role must take that release, with the signed kmp the
+            # distribution's (mirrored) repository has for it
+            match = re.search(r"_(\d+\.\d+\.\d+)-\d+\.[^.]+\.rpm$", rpm.name)
+            if match:
+                driver = match.group(1)
+                offline["nvidia_driver_version"] = driver
+                offline["nvidia_driver_generation"] = "G07" if int(driver.split(".")[0]) >= 590 else "G06"
+                # SUSE's signed open kmp with the installer's user space: Turing and newer GPUs; Maxwell to
+                # Volta need the proprietary G06 driver of NVIDIA's graphics repository (mirror it instead)
+                offline["nvidia_driver_route"] = "cuda_repo_kmp"
         else:
             (out / "cuda").mkdir()
             (out / "cuda" / "MIRROR.md").write_text(MIRROR_NOTE)
