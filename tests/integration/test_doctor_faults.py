@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, host_name_for, run_playbook
+from conftest import REPO_ROOT, converged_snapshot, host_name_for, host_python
 
 from sandbox.sandboxctl import DEFAULT_LAYOUT, SandboxHost
 
@@ -52,10 +52,9 @@ def role_pins() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def host(sandbox_ready: Path) -> Iterator[SandboxHost]:
-    """A fresh host with the repository, driver, CUDA 12.5, cuDNN and links (no venv), the doctor in it."""
-    with SandboxHost(host_name_for("doctor-faults")) as h:
-        res = run_playbook(h, "playbooks/provision.yml", args=["--skip-tags", "ml_venv,numeric_libs"])
-        assert res.returncode == 0, res.stdout[-4000:]
+    """A host from the converged Leap 15.6 snapshot (repository, driver, CUDA 12.5, cuDNN, links), the doctor
+    copied in from the sources."""
+    with SandboxHost(host_name_for("doctor-faults"), snapshot=converged_snapshot("leap156")) as h:
         dest = Path(h.root) / IN_HOST.lstrip("/")
         shutil.copytree(SRC, dest / "gpu_stack_validation", ignore=shutil.ignore_patterns("__pycache__"))
         (dest / "pins.json").write_text(json.dumps(role_pins()), encoding="utf-8")
@@ -66,7 +65,7 @@ def doctor(h: SandboxHost) -> tuple[int, dict[str, Any]]:
     res = h.run(
         "env",
         f"PYTHONPATH={IN_HOST}",
-        "/usr/bin/python3",
+        host_python(h),
         "-m",
         "gpu_stack_validation.doctor.cli",
         "--json",

@@ -1,9 +1,9 @@
-"""The validate playbook on a fresh sandbox host: site.yml converges it (provision, then validate), the
-reports land on the controller under <reports>/<host>/ with the fleet summary beside them, a second run
-measures nothing again and changes nothing, and a broken stack fails the play at the end, after the
-reports were fetched, with the doctor's failures and their fixes.
+"""The validate playbook on a host of the converged Leap 15.6 snapshot (site.yml ran there: provision, then
+validate): the reports land on the controller under <reports>/<host>/ with the fleet summary beside them,
+a second run measures nothing again and changes nothing, and a broken stack fails the play at the end,
+after the reports were fetched, with the doctor's failures and their fixes.
 
-One host for the whole module: the converge installs TensorFlow and times it (minutes on 2 cores).
+One host for the whole module, started from the snapshot instead of converging again.
 Needs root and a built sandbox, like every scenario here.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, host_name_for, run_playbook
+from conftest import REPO_ROOT, converged_snapshot, host_name_for, run_playbook
 
 from sandbox.sandboxctl import SandboxHost  # conftest put the repository root on sys.path
 
@@ -35,8 +35,10 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def validated(sandbox_ready: Path, reports: Path) -> Iterator[tuple[SandboxHost, object]]:
     """A fresh host converged with site.yml (quick profile from group_vars/sandbox), reports to `reports`."""
-    with SandboxHost(host_name_for("validate-playbook")) as host:
-        res = run_playbook(host, "site.yml", extra_vars={"gpu_validation_reports_dir": str(reports)})
+    # the converged snapshot is a site.yml run: validating it again fetches its reports into `reports`
+    with SandboxHost(host_name_for("validate-playbook"), snapshot=converged_snapshot("leap156")) as host:
+        res = run_playbook(host, "playbooks/validate.yml",
+                           extra_vars={"gpu_validation_reports_dir": str(reports)})
         yield host, res
 
 
