@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -100,10 +101,14 @@ def run_playbook(
     diff: bool = False,
     args: Sequence[str] = (),
     timeout: float = 3600,
+    env: dict | None = None,
+    new_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ansible-playbook (repo-relative path) against `host` only, with a clean environment.
 
-    stdout and stderr are captured together in `.stdout`; the return code is not checked.
+    stdout and stderr are captured together in `.stdout`; the return code is not checked. `env` adds to
+    the clean environment; `new_session` makes ansible-playbook lead its own process group (for the
+    interrupt_at callback, which sends SIGINT to that group).
     """
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory_path), "--limit", host.name]
     if extra_vars:
@@ -116,9 +121,50 @@ def run_playbook(
         cmd.append("--diff")
     cmd += [*args, str(playbook)]
     return subprocess.run(
-        cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        timeout=timeout, check=False,
+        cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=new_session,
     )
+
+
+def run_testinfra(host: SandboxHost, *tests: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The testinfra suite (validation/tests/<tests>, pytest node ids or -k expressions) against `host`."""
+    cmd = [str(VENV_BIN / "pytest"), *[f"validation/tests/{t}" for t in tests], "-q",
+           "-p", "no:cacheprovider", "--connection=chroot", f"--hosts={host.root}", "-m", "not gpu",
+           f"--stack-inventory={host.inventory_path}"]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+
+
+def flat(text: str) -> str:
+    """Output with whitespace runs collapsed (the YAML callback wraps long messages)."""
+    return " ".join(text.split())
+
+
+def recap_changed(output: str) -> int:
+    """changed= of the PLAY RECAP line of a one-host run."""
+    for line in output.splitlines()[::-1]:
+        if " changed=" in line and " failed=" in line:
+            return int(line.split(" changed=")[1].split()[0])
+    raise AssertionError("no PLAY RECAP in the output:\n" + output[-3000:])
+
+
+@pytest.fixture
+def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
+    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
+    keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
+    pins = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
+    toolkit = "cuda-toolkit-" + str(pins["gpu_stack_cuda_version"]).replace(".", "-")
+    repo = "/srv/sandbox-repos/cuda/opensuse15/x86_64/cuda-opensuse15.repo"
+    for cmd in (
+        ("rpm", "--import", f"/srv/sandbox-repos/{keys['nvidia']['file']}"),
+        ("zypper", "--non-interactive", "addrepo", repo),
+        ("zypper", "--non-interactive", "install", "--no-recommends", toolkit),
+        # the -devel packages have no %post ldconfig: refresh the cache as the cuda role does
+        ("ldconfig",),
+    ):
+        res = fresh_host.run(*cmd)
+        assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
+    return fresh_host
 
 
 def _excluded(rel: str) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT, diff_snapshots, run_playbook, snapshot
+from conftest import flat as _flat
+from conftest import recap_changed as _recap_changed
 
 pytestmark = pytest.mark.sandbox
 
@@ -34,42 +35,12 @@ FIXTURES = REPO_ROOT / ".cache/sandbox/repos/cudnn"
 CURRENT = f"cudnn-linux-x86_64-{CUDNN}_cuda{CUDA.split('.')[0]}-archive.tar.xz"
 OLD = f"cudnn-{CUDA}-linux-x64-v{CUDNN}.tgz"
 HOST_REPOS = "/srv/sandbox-repos"
-CUDA_REPO = f"{HOST_REPOS}/cuda/opensuse15/x86_64"
-TOOLKIT = "cuda-toolkit-" + CUDA.replace(".", "-")
 MAJOR = CUDNN.split(".")[0]
 VERSION_INT = int(MAJOR) * 10000 + int(CUDNN.split(".")[1]) * 100 + int(CUDNN.split(".")[2])
 
 
-def _flat(text: str) -> str:
-    """Output with whitespace runs collapsed (the YAML callback wraps long messages)."""
-    return " ".join(text.split())
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _recap_changed(output: str) -> int:
-    for line in output.splitlines()[::-1]:
-        if " changed=" in line and " failed=" in line:
-            return int(line.split(" changed=")[1].split()[0])
-    raise AssertionError("no PLAY RECAP in the output:\n" + output[-3000:])
-
-
-@pytest.fixture
-def cuda_host(fresh_host):
-    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
-    keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
-    for cmd in (
-        ("rpm", "--import", f"{HOST_REPOS}/{keys['nvidia']['file']}"),
-        ("zypper", "--non-interactive", "addrepo", f"{CUDA_REPO}/cuda-opensuse15.repo"),
-        ("zypper", "--non-interactive", "install", "--no-recommends", TOOLKIT),
-        # the -devel packages have no %post ldconfig: refresh the cache as the cuda role's handler does
-        ("ldconfig",),
-    ):
-        res = fresh_host.run(*cmd)
-        assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
-    return fresh_host
 
 
 def bad_archive(dest: Path, kind: str) -> Path:
