@@ -13,9 +13,18 @@ CACHE     := $(ROOT)/.cache
 LOGS      := $(CACHE)/logs
 RESULTS   := $(CACHE)/test-results
 SANDBOXCTL := $(PY) $(ROOT)/sandbox/sandboxctl.py
-# The sandbox host that make test/demo converge; make lab uses lab-1..N
+# The platform matrix: one sandbox host per claimed platform (sandbox/stubs/facts.yml). make test
+# converges site.yml into all of them; make demo into HOST only; make lab uses lab-1..N.
+PLATFORMS := leap156 leap160 tumbleweed sles15 sles16
+MATRIX    := $(addsuffix -1,$(PLATFORMS))
 HOST      ?= leap156-1
+HOSTS     ?= $(MATRIX)
 N         ?= 4
+empty     :=
+comma     := ,
+LIMIT      = $(subst $(empty) $(empty),$(comma),$(strip $(HOSTS)))
+# Fresh hosts for the check-mode run on every platform (taken down again at once)
+CHECK_HOSTS := $(addprefix check-,$(PLATFORMS))
 # Ansible must not inherit the controller's environment (a stray GNUPGHOME broke key import in the chroot)
 ANSIBLE_ENV := env -i PATH=$(VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) LANG=C.UTF-8 \
 	ANSIBLE_CONFIG=$(ROOT)/ansible.cfg ANSIBLE_NOCOLOR=1
@@ -27,8 +36,8 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint readme remove unit sandbox converge idempotence check-mode verify integration \
-	test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
+.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge idempotence check-mode verify \
+	integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,27 +74,39 @@ unit: venv ## Unit tests (no sandbox)
 	@mkdir -p $(RESULTS)
 	$(PYTEST) tests/unit -q --junitxml=$(RESULTS)/unit.xml
 
-sandbox: venv host-packages ## Build (or reuse) the sandbox image and bring up $(HOST) as a fresh copy
+sandbox: venv host-packages ## Build (or reuse) the sandbox: stub repos, suite bases, one layer per platform
 	$(SANDBOXCTL) build
-	$(SANDBOXCTL) reset $(HOST)
 
-converge: sandbox ## Converge site.yml into the sandbox
+wheelhouse: venv ## Download the ML venv's pinned wheels once (Python 3.11 and 3.13, with and without CUDA wheels)
+	$(PY) tools/wheelhouse.py --out $(CACHE)/wheelhouse
+
+converge: sandbox wheelhouse ## Converge site.yml into a fresh host of each platform (HOSTS, default the matrix)
 	@mkdir -p $(LOGS)
-	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) site.yml 2>&1 | tee $(LOGS)/converge-1.log
+	@for h in $(HOSTS); do $(SANDBOXCTL) reset $$h >/dev/null; done
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-1.log
 
 idempotence: ## Converge again; fail unless changed=0
 	@mkdir -p $(LOGS)
-	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) site.yml 2>&1 | tee $(LOGS)/converge-2.log
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-2.log
 	$(PY) tests/check_recap.py --expect-unchanged $(LOGS)/converge-2.log
 
-check-mode: ## --check --diff on the converged sandbox; fail unless changed=0
-	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(HOST) --check --diff playbooks/provision.yml 2>&1 | tee $(LOGS)/check-mode.log
+check-mode: ## --check --diff: changed=0 on the converged hosts, no failure on a fresh host of every platform
+	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) --check --diff playbooks/provision.yml 2>&1 \
+		| tee $(LOGS)/check-mode.log
 	$(PY) tests/check_recap.py --expect-unchanged $(LOGS)/check-mode.log
+	@for p in $(PLATFORMS); do $(SANDBOXCTL) reset check-$$p --platform $$p >/dev/null; done
+	@status=0; $(PLAYBOOK) -i inventory/sandbox.yml --limit 'check-*' --check --diff site.yml \
+		> $(LOGS)/check-mode-fresh.log 2>&1 && $(PY) tests/check_recap.py $(LOGS)/check-mode-fresh.log \
+		|| status=$$?; $(SANDBOXCTL) down $(CHECK_HOSTS) >/dev/null; \
+		if [ $$status != 0 ]; then tail -n 60 $(LOGS)/check-mode-fresh.log; fi; exit $$status
 
-verify: ## testinfra suite against the converged sandbox
+verify: ## testinfra suite against each converged sandbox host
 	@mkdir -p $(RESULTS)
-	$(PYTEST) validation/tests -q --connection=chroot --hosts=$(HOST_ROOT) -m 'not gpu' \
-		--junitxml=$(RESULTS)/testinfra.xml
+	@status=0; for h in $(HOSTS); do \
+		echo "verify: $$h"; \
+		$(PYTEST) validation/tests -q --connection=chroot --hosts=$$($(SANDBOXCTL) root $$h) -m 'not gpu' \
+			--junitxml=$(RESULTS)/testinfra-$$h.xml || status=1; \
+	done; exit $$status
 
 integration: ## Fault scenarios and removal, each on a fresh sandbox
 	@mkdir -p $(RESULTS)
@@ -96,16 +117,16 @@ test: ## Everything CI runs; ends with "N passed, N failed"
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
 	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration \
 		|| status=$$?; \
-	$(SANDBOXCTL) down $(HOST) >/dev/null 2>&1 || true; \
+	$(SANDBOXCTL) down $(HOSTS) $(CHECK_HOSTS) >/dev/null 2>&1 || true; \
 	exit $$status
 	@$(PY) tests/summary.py $(RESULTS)
 
-demo: ## Build the sandbox, converge and validate it, print the verdict and the reports
-	$(MAKE) --no-print-directory converge
+demo: ## Build the sandbox, converge and validate one host (HOST), print the verdict and the reports
+	$(MAKE) --no-print-directory converge HOSTS=$(HOST)
 	@$(PY) tools/demo_summary.py --reports $(ROOT)/reports --host $(HOST)
 	@echo "The sandbox host stays up for a look: sandbox/sandboxctl.py shell $(HOST); make sandbox-clean removes it."
 
-lab: venv host-packages ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
+lab: venv host-packages wheelhouse ## Converge N sandbox hosts in parallel (make lab N=4), fleet report at the end
 	$(SANDBOXCTL) build
 	for i in $$(seq 1 $(N)); do $(SANDBOXCTL) reset lab-$$i; done
 	@mkdir -p $(LOGS)

@@ -3,20 +3,22 @@
 
 Usage:
     build_repos.py --out DIR [--force] [--json] [--mount-point /srv/sandbox-repos]
-    build_repos.py --debian-packages     # Debian packages the chroot must preinstall (oss payload)
+    build_repos.py --debian-packages --suite SUITE   # Debian packages a suite base must preinstall
 
-What it builds (catalogue: sandbox/stubs/packages.py; keys: sandbox/keys/):
-    DIR/oss/                          base OS repo, openSUSE names, signed by the "opensuse" test key
-    DIR/cuda/opensuse15/x86_64/       stub NVIDIA CUDA repo (+ <KEYID>.pub, cuda-opensuse15.repo)
-    DIR/gfx/leap/15.6/                stub GFX driver repo
+What it builds (facts: sandbox/stubs/facts.yml; catalogue: sandbox/stubs/packages.py; keys: sandbox/keys/):
+    DIR/oss/<platform>/               each platform's base OS repo, signed by the "opensuse" test key
+    DIR/cuda/<dist>/x86_64/           stub NVIDIA CUDA repos opensuse15, sles15, suse16 (+ <KEYID>.pub, .repo)
+    DIR/gfx/<path>/                   stub NVIDIA graphics driver repos (opensuse/leap/15.6, suse/sle16, ...)
     DIR/local-installer/cuda-repo-opensuse15-12-5-local-12.5.1_555.42.06-1.x86_64.rpm (+ .sha256)
     DIR/cudnn/*.tar.xz, *.tgz         cuDNN tarball fixtures, both layouts (+ .sha256)
-    DIR/KEYS.json, DIR/SHA256SUMS, DIR/.stamp.json
+    DIR/keys/{opensuse,nvidia}.asc, DIR/KEYS.json, DIR/SHA256SUMS, DIR/.stamp.json
 RPMs and repomd.xml files are signed (repodata/repomd.xml.asc, key in repodata/repomd.xml.key).
+Libraries that facts.yml names a wheel for (NVIDIA's libcudart) are taken from NVIDIA's PyPI wheel,
+downloaded once into DIR/../downloads and checked against the sha256 in facts.yml.
 
 The build happens in DIR.tmp-<pid>, which is renamed to DIR only when complete. DIR/.stamp.json
-holds a hash of the inputs (this file, sandbox/stubs/**, sandbox/keys/**, the mount point); when
-it matches, the run does nothing. GnuPG runs in a private temporary GNUPGHOME.
+holds a hash of the inputs (this file, sandbox/facts.py, sandbox/stubs/**, sandbox/keys/**, the mount
+point); when it matches, the run does nothing. GnuPG runs in a private temporary GNUPGHOME.
 
 Host commands: gcc, rpmbuild, rpmsign, rpm, createrepo_c, gpg, gpgconf (Debian: rpm, createrepo-c,
 gnupg, gcc). Exit codes: 0 built or up to date, 1 build failed, 2 usage or environment error.
@@ -44,6 +46,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -485,8 +488,10 @@ def write_sha256_sidecar(path: Path) -> None:
 
 # --------------------------------------------------------------------------- build steps
 class Builder:
-    def __init__(self, cat: ModuleType, work: Path, out: Path, mount_point: str, jobs: int) -> None:
+    def __init__(self, cat: ModuleType, work: Path, out: Path, mount_point: str, jobs: int,
+                 downloads: Path | None = None) -> None:
         self.cat = cat
+        self.downloads = downloads or out.parent / "downloads"
         self.work = work
         self.out = out
         self.mount_point = mount_point.rstrip("/")
@@ -547,6 +552,10 @@ class Builder:
         def build(item: tuple[str, object]) -> None:
             lib_id, library = item
             target = libdir / f"{lib_id}.so"
+            if library.source == "wheel":  # type: ignore[attr-defined]
+                self.extract_from_wheel(library.wheel, target)  # type: ignore[attr-defined]
+                self.libs[lib_id] = target
+                return
             defines = [
                 f"-DSTUB_ID_SYMBOL=sandbox_stub_{re.sub(r'[^A-Za-z0-9]', '_', lib_id)}",
                 f'-DSTUB_LIBRARY="{library.soname}"',  # type: ignore[attr-defined]
@@ -574,6 +583,36 @@ class Builder:
 
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
             list(pool.map(build, self.cat.LIBRARIES.items()))
+
+    def fetch_wheel(self, key: str) -> Path:
+        """NVIDIA's wheel named in facts.yml `wheels:`, from the download cache or PyPI, sha256-checked."""
+        info = self.cat.WHEELS[key]
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        path = self.downloads / info["file"]
+        if not path.is_file() or sha256_file(path) != info["sha256"]:
+            with tempfile.TemporaryDirectory(dir=self.downloads) as tmp:
+                check(
+                    [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                     "--platform", "manylinux2014_x86_64", "--python-version", "3.11", "--dest", tmp,
+                     f"{key}=={info['version']}"],
+                    f"downloading {info['file']} from PyPI", timeout=600,
+                )
+                got = Path(tmp) / info["file"]
+                if not got.is_file():
+                    raise BuildError(f"pip download of {key}=={info['version']} did not give {info['file']}")
+                os.replace(got, path)
+        actual = sha256_file(path)
+        if actual != info["sha256"]:
+            path.unlink()
+            raise BuildError(
+                f"{info['file']} has sha256 {actual}, facts.yml says {info['sha256']}: not using it"
+            )
+        return path
+
+    def extract_from_wheel(self, key: str, target: Path) -> None:
+        info = self.cat.WHEELS[key]
+        with zipfile.ZipFile(self.fetch_wheel(key)) as whl:
+            target.write_bytes(whl.read(info["member"]))
 
     # ---- rpms
     def stage(self, root: Path, packages: Sequence[object]) -> None:
@@ -730,28 +769,26 @@ class Builder:
     def build_repos(self) -> None:
         cat, out = self.cat, self.out
         nvidia = self.keys["nvidia"]
-        oss = out / cat.OSS_REPO["dir"]
-        cuda = out / cat.CUDA_REPO["dir"]
-        gfx = out / cat.GFX_REPO["dir"]
-        self.fill_repo(oss, self.packages_in(cat.OSS))
-        self.fill_repo(cuda, self.packages_in(cat.CUDA))
-        self.fill_repo(gfx, self.packages_in(cat.GFX), arch_dirs=True)
-        jobs = [(oss, "opensuse"), (cuda, "nvidia"), (gfx, "nvidia")]
+        jobs = []
+        for repo in cat.REPOS:
+            if repo == cat.LOCAL:
+                continue
+            directory = out / repo
+            self.fill_repo(directory, self.packages_in(repo), arch_dirs=repo.startswith("gfx/"))
+            jobs.append((directory, cat.SIGNING_KEY[repo]))
         with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
             list(pool.map(lambda job: self.createrepo(*job), jobs))
         # Key files and repo files, named like the real ones.
-        (cuda / f"{nvidia['keyid']}.pub").write_text(str(nvidia["public"]))
-        cuda_url = f"file:{self.mount_point}/{cat.CUDA_REPO['dir']}"
-        (cuda / cat.CUDA_REPO["repo_file"]).write_text(
-            repo_file(
-                cat.CUDA_REPO["repo_id"],
-                cat.CUDA_REPO["repo_id"],
-                cuda_url,
-                f"{cuda_url}/{nvidia['keyid']}.pub",
-            )
-        )
-        opensuse = self.keys["opensuse"]
-        (oss / f"{opensuse['rpm_name']}.asc").write_text(str(opensuse["public"]))
+        for info in cat.CUDA_REPO_FILES.values():
+            cuda = out / info["dir"]
+            (cuda / f"{nvidia['keyid']}.pub").write_text(str(nvidia["public"]))
+            url = f"file:{self.mount_point}/{info['dir']}"
+            (cuda / info["repo_file"]).write_text(
+                repo_file(info["repo_id"], info["repo_id"], url, f"{url}/{nvidia['keyid']}.pub"))
+        keys = out / "keys"
+        keys.mkdir()
+        for name, info in self.keys.items():
+            (keys / f"{name}.asc").write_text(str(info["public"]))
 
     def build_local_installer(self) -> None:
         cat = self.cat
@@ -841,10 +878,7 @@ class Builder:
 
     def write_keys_json(self) -> None:
         cat = self.cat
-        files = {
-            "nvidia": f"{cat.CUDA_REPO['dir']}/{self.keys['nvidia']['keyid']}.pub",
-            "opensuse": f"{cat.OSS_REPO['dir']}/{self.keys['opensuse']['rpm_name']}.asc",
-        }
+        files = {name: f"keys/{name}.asc" for name in self.keys}
         data = {
             name: {
                 "fingerprint": info["fingerprint"],
@@ -948,7 +982,9 @@ def missing_tools() -> list[str]:
 
 def build_into(out: Path, mount_point: str, force: bool, jobs: int) -> dict[str, object]:
     digest = inputs_digest(
-        [Path(__file__).resolve(), STUBS, KEYS], HERE.parent, extra=f"mount_point={mount_point}"
+        [Path(__file__).resolve(), HERE / "facts.py", STUBS, KEYS],
+        HERE.parent,
+        extra=f"mount_point={mount_point}",
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with locked(out.parent / f".{out.name}.lock"):
@@ -997,12 +1033,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--debian-packages",
         action="store_true",
-        help="print the Debian packages whose files the oss stubs stand for, and exit",
+        help="print the Debian packages whose files the oss stubs of --suite stand for, and exit",
     )
+    parser.add_argument("--suite", help="Debian suite for --debian-packages (bookworm, trixie)")
     args = parser.parse_args(argv)
 
     if args.debian_packages:
-        print("\n".join(load_catalogue().DEBIAN_PAYLOAD))
+        payload = load_catalogue().DEBIAN_PAYLOAD
+        if args.suite not in payload:
+            parser.error(f"--debian-packages needs --suite, one of {', '.join(payload)}")
+        print("\n".join(payload[args.suite]))
         return 0
     if args.out is None:
         parser.error("--out DIR is required")

@@ -13,6 +13,7 @@ test fails or the run is interrupted (see sandbox.sandboxctl.SandboxHost).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,16 +34,18 @@ if str(REPO_ROOT) not in sys.path:
 
 from sandbox.sandboxctl import (  # noqa: E402  (needs the repo root on sys.path first)
     DEFAULT_LAYOUT,
+    DEFAULT_PLATFORM,
     EnvironmentProblem,
     SandboxHost,
-    current_base,
+    current_layers,
     host_down,
+    load_platforms,
     orphan_hosts,
 )
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 # Ansible gets a clean environment: the chroot connection passes the controller's environment into the
-# target (a stray GNUPGHOME broke rpm key import there; SANDBOX.md trap 7).
+# target (a stray GNUPGHOME broke rpm key import there).
 CLEAN_ENV = {
     "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -52,7 +55,9 @@ CLEAN_ENV = {
 }
 # Not part of a host's state: pseudo filesystems, shared binds, scratch and caches, logs.
 SNAPSHOT_EXCLUDES = (
-    "/proc", "/sys", "/dev", "/srv/sandbox-repos", "/var/cache/sandbox-pip", "/tmp", "/root/.ansible",
+    "/proc", "/sys", "/dev", "/srv/sandbox-repos", "/srv/sandbox-wheelhouse", "/var/cache/sandbox-pip",
+    "/tmp",
+    "/root/.ansible",
     "/var/cache/zypp", "/var/log",
 )
 
@@ -66,17 +71,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox_ready() -> Path:
-    """The base rootfs; skips without root, fails when the sandbox was not built."""
+    """The default platform's suite base; skips without root, fails when a platform was not built."""
     if os.geteuid() != 0:
         pytest.skip("sandbox scenarios need root (overlayfs mounts, chroot)")
     try:
-        base = current_base(DEFAULT_LAYOUT)
+        layers = {name: current_layers(DEFAULT_LAYOUT, pf) for name, pf in load_platforms().items()}
     except EnvironmentProblem as exc:
         pytest.fail(str(exc), pytrace=False)
     # Hosts left behind by test processes that were killed (SIGKILL skips every cleanup).
     for name in orphan_hosts(DEFAULT_LAYOUT):
         host_down(DEFAULT_LAYOUT, name)
-    return base
+    return layers[DEFAULT_PLATFORM].suite
 
 
 def host_name_for(nodename: str) -> str:
@@ -87,9 +92,55 @@ def host_name_for(nodename: str) -> str:
 
 @pytest.fixture
 def fresh_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[SandboxHost]:
-    """A fresh sandbox host for this test only (own overlay, own one-host inventory), always torn down."""
-    with SandboxHost(host_name_for(request.node.name)) as host:
+    """A fresh sandbox host for this test only (own overlay, own one-host inventory), always torn down.
+    Its platform is the default one, or the parameter of `@pytest.mark.parametrize("fresh_host",
+    ["leap160"], indirect=True)`."""
+    platform = getattr(request, "param", DEFAULT_PLATFORM)
+    with SandboxHost(host_name_for(request.node.name), platform=platform) as host:
         yield host
+
+
+@contextlib.contextmanager
+def scenario_hosts(
+    tag: str, cases: dict[str, tuple[str, dict]]
+) -> Iterator[tuple[Path, dict[str, SandboxHost]]]:
+    """Fresh hosts for several cases at once, and one inventory listing them all with per-host variables,
+    so a single ansible-playbook run covers every case in parallel. `cases` maps case -> (platform,
+    host vars). Yields (inventory path, {case: host}); everything is torn down afterwards."""
+    hosts: dict[str, SandboxHost] = {}
+    inventory = REPO_ROOT / "inventory" / f".sandbox-scenario-{tag}-{uuid.uuid4().hex[:6]}.yml"
+    try:
+        for case, (platform, _vars) in cases.items():
+            name = f"{tag}-{re.sub(r'[^a-z0-9]+', '-', case.lower())}-{uuid.uuid4().hex[:4]}"
+            hosts[case] = SandboxHost(name, platform=platform).up()
+        entries = {
+            hosts[case].name: {
+                "ansible_connection": "community.general.chroot", "ansible_host": str(hosts[case].root),
+                "ansible_become": False, "sandbox_platform": platform, **host_vars,
+            }
+            for case, (platform, host_vars) in cases.items()
+        }
+        # Inside inventory/ (hidden): Ansible loads group_vars/ next to it
+        inventory.write_text(json.dumps({"sandbox": {"hosts": entries}}, indent=2) + "\n")
+        yield inventory, hosts
+    finally:
+        inventory.unlink(missing_ok=True)
+        for host in hosts.values():
+            host.down()
+
+
+def run_playbook_on(inventory: Path, limit: str, playbook: str | Path, extra_vars: dict | None = None,
+                    tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600
+                    ) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook with an inventory of scenario_hosts(), clean environment, output in .stdout."""
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "--limit", limit]
+    if extra_vars:
+        cmd += ["--extra-vars", json.dumps(extra_vars)]
+    if tags:
+        cmd += ["--tags", tags]
+    cmd += [*args, str(playbook)]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
 
 
 def run_playbook(
@@ -211,7 +262,8 @@ def snapshot(host: SandboxHost) -> dict:
             digest = _sha256(Path(full)) if stat.S_ISREG(st.st_mode) and rel in touched else None
             files[rel] = (_KINDS.get(stat.S_IFMT(st.st_mode), "?"), f"{stat.S_IMODE(st.st_mode):04o}",
                           st.st_uid, st.st_gid, link, st.st_size, digest)
-    return {"host": host.name, "base": str(host.lower), "rpm": sorted(res.stdout.split()), "files": files}
+    return {"host": host.name, "lowers": [str(p) for p in host.lowers], "rpm": sorted(res.stdout.split()),
+            "files": files}
 
 
 def diff_snapshots(before: dict, after: dict) -> list[str]:
@@ -227,7 +279,7 @@ def diff_snapshots(before: dict, after: dict) -> list[str]:
             out.append(f"file changed: {p}: {old[:6]} -> {new[:6]}")
         elif old[0] == "f" and old[6] != new[6]:
             # a file only hashed on one side is unchanged there from the base: hash the base copy
-            base_hash = _sha256(Path(before["base"] + p))
+            base_hash = next((h for h in (_sha256(Path(lower + p)) for lower in before["lowers"]) if h), None)
             if (old[6] or base_hash) != (new[6] or base_hash):
                 out.append(f"file content changed: {p}")
     return out

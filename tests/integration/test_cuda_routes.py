@@ -50,8 +50,9 @@ def test_local_installer_and_gfx_routes(fresh_host) -> None:
     assert "nvidia_driver_reboot is true but" in out and "Not rebooting; reboot the machine yourself." in out
     assert "The NVIDIA kernel module package changed" in out
 
-    for name in ("cuda-repo-opensuse15-12-5-local", "nvidia-open-driver-G07-signed-kmp-meta",
-                 "cuda-toolkit-12-5"):
+    # the graphics repository route installs its kmp and the user space at the kmp's version
+    for name in ("cuda-repo-opensuse15-12-5-local", "nvidia-open-driver-G07-signed-kmp-default",
+                 "nvidia-compute-G07", "cuda-toolkit-12-5"):
         assert fresh_host.run("rpm", "-q", name).returncode == 0, name
     repos = fresh_host.run("zypper", "--non-interactive", "repos").stdout
     assert "cuda-opensuse15-12-5-local" in repos and "cuda-opensuse15-x86_64" not in repos
@@ -69,4 +70,4 @@ def test_version_override_warns(fresh_host) -> None:
     assert res.returncode == 0, res.stdout[-3000:]
     out = _flat(res.stdout)
     assert "gpu_stack_version_override is true, going on with pins TensorFlow was not tested with:" in out
-    assert "Python 3.8 is outside TensorFlow 2.20's range 3.9-3.13" in out
+    assert "Python 3.8 is outside TensorFlow 2.21's range 3.10-3.13" in out

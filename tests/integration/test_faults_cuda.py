@@ -97,15 +97,15 @@ def test_local_installer_wrong_sha256(fresh_host) -> None:
     [
         ({"gpu_stack_cuda_version": "12.3"},
          ["The pinned versions are not a build TensorFlow was tested with: "
-          "CUDA 12.3 does not match TensorFlow 2.20 (built for CUDA 12.5).",
-          "Versions that fit: TensorFlow 2.20 fits CUDA 12.5, cuDNN 9.3.x and Python 3.9-3.13.",
+          "CUDA 12.3 does not match TensorFlow 2.21 (built for CUDA 12.5).",
+          "Versions that fit: TensorFlow 2.21 fits CUDA 12.5, cuDNN 9.3.x and Python 3.10-3.13.",
           "or set gpu_stack_version_override: true"]),
         ({"gpu_stack_tensorflow_version": "2.16.2"},
          ["CUDA 12.5 does not match TensorFlow 2.16 (built for CUDA 12.3); "
           "cuDNN 9.3.0.75 does not match TensorFlow 2.16 (built for cuDNN 8.9).",
           "Versions that fit: TensorFlow 2.16 fits CUDA 12.3, cuDNN 8.9.x and Python 3.9-3.12."]),
     ],
-    ids=["cuda-12.3-for-tf-2.20", "tf-2.16-on-cuda-12.5"],
+    ids=["cuda-12.3-for-tf-2.21", "tf-2.16-on-cuda-12.5"],
 )
 def test_incompatible_pins(fresh_host, extra_vars: dict, messages: list[str]) -> None:
     before = snapshot(fresh_host)

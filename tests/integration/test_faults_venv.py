@@ -33,7 +33,7 @@ def _flat(text: str) -> str:
     [
         ("3.12", ["Python 3.12 is not available on this host", "no repository provides python312",
                   "Nothing was changed"]),
-        ("3.8", ["Python 3.8 is outside TensorFlow 2.20.0's range 3.9 - 3.13"]),
+        ("3.8", ["Python 3.8 is outside TensorFlow 2.21.0's range 3.10 - 3.13"]),
     ],
     ids=["no-package", "outside-tf-range"],
 )
@@ -56,19 +56,25 @@ def test_unreachable_index_keeps_working_venv(fresh_host) -> None:
 
     # Any change of the requirements means a new build: six is already installed, but pinning it as an
     # extra requirement changes the rendered file, so pip has to ask the index.
-    upgrade = {"ml_venv_extra_packages": ["six==1.17.0"]}
+    # (the sandbox installs from its wheelhouse: these runs go to an index instead, which is unreachable)
+    upgrade = {"ml_venv_extra_packages": ["six==1.17.0"], "ml_venv_wheelhouse": ""}
     runs = {
-        "index URL checked by the role": {**upgrade, "ml_venv_pip_index_url": DEAD_INDEX},
-        "index known only to pip": {
+        "index URL checked by the role": ({**upgrade, "ml_venv_pip_index_url": DEAD_INDEX},
+                                          "pip could not reach the package index"),
+        "index known only to pip": ({
             **upgrade, "ml_venv_pip_environment": {"PIP_INDEX_URL": DEAD_INDEX, "PIP_RETRIES": "2"},
-        },
+        }, "pip could not reach the package index"),
+        # a wheelhouse without a wheel of a pinned requirement is refused before anything is installed
+        "wheelhouse without a pin": ({"ml_venv_extra_packages": ["colorama==0.4.6"]},
+                                     "does not hold every pinned requirement"),
     }
-    for what, extra_vars in runs.items():
+    for what, (extra_vars, message) in runs.items():
         res = run_playbook(fresh_host, PLAYBOOK, tags="ml_venv", extra_vars=extra_vars)
         out = _flat(res.stdout)
         assert res.returncode != 0, f"{what}: {res.stdout[-3000:]}"
-        assert "pip could not reach the package index" in out, f"{what}: {res.stdout[-3000:]}"
+        assert message in out, f"{what}: {res.stdout[-3000:]}"
         assert f"The existing virtualenv {VENV} -> {target} is unchanged and still in use" in out, what
+    assert "colorama==0.4.6" in out
 
     assert os.readlink(link) == target
     assert diff_snapshots(before, snapshot(fresh_host)) == []

@@ -165,4 +165,5 @@ def test_driver_minimum_for_cuda_major(driver, ok):
 
 def test_filters_are_registered():
     assert set(pf.FilterModule().filters()) == {
-        "gpu_stack_platform_match", "gpu_stack_mount_for", "gpu_stack_df_mount", "gpu_stack_build_check"}
+        "gpu_stack_platform_match", "gpu_stack_mount_for", "gpu_stack_df_mount", "gpu_stack_build_check",
+        "gpu_stack_gpu_classify", "gpu_stack_driver_pin_check"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,52 @@ def stack_vars(host, request: pytest.FixtureRequest) -> dict:
         or str(DEFAULT_INVENTORY)
     )
     return _resolve_host_vars(inventory, host.backend.get_hostname())
+
+
+def _xy(version: str) -> str:
+    return ".".join(str(version).split(".")[:2])
+
+
+@pytest.fixture(scope="module")
+def platform_python(host) -> str:
+    """X.Y of the Python the platform's virtualenv uses when the pins leave it to the platform: Leap and
+    SLE 15 keep python3 at 3.6, so their venv takes python311; Leap 16, SLE 16 and Tumbleweed use their
+    system Python 3.13."""
+    release = host.file("/etc/os-release").content_string
+    version_id = re.search(r'^VERSION_ID="?([^"\n]+)"?', release, re.M)
+    return "3.11" if version_id and version_id.group(1).startswith("15") else "3.13"
+
+
+@pytest.fixture(scope="module")
+def cuda_mode(host, stack_vars) -> str:
+    """Where TensorFlow's CUDA must come from on this host: the mode the inventory sets, else (auto) derived
+    from the host's repositories as the cuda role should: the system toolkit when zypper offers the pinned
+    cuda-toolkit-X-Y at the pinned release, TensorFlow's pip wheels otherwise."""
+    mode = str(stack_vars.get("cuda_mode", stack_vars.get("gpu_stack_cuda_mode", "auto")))
+    if mode in ("system", "pip"):
+        return mode
+    version = str(stack_vars.get("cuda_version", stack_vars["gpu_stack_cuda_version"]))
+    release = str(stack_vars.get("cuda_release", stack_vars["gpu_stack_cuda_release"]))
+    package = stack_vars.get("cuda_package", f"cuda-toolkit-{version.replace('.', '-')}")
+    out = host.run(f"zypper --non-interactive --xmlout search --match-exact --details {package}")
+    editions = re.findall(r'edition="([^"]+)"', out.stdout)
+    return "system" if any(e.startswith(release) for e in editions) else "pip"
+
+
+@pytest.fixture(scope="module")
+def system_cuda_only(cuda_mode) -> None:
+    """Skip tests of the system CUDA tree on a host where TensorFlow uses its pip CUDA wheels."""
+    if cuda_mode != "system":
+        pytest.skip("TensorFlow uses its pip CUDA wheels here: nothing goes into the system CUDA tree")
+
+
+@pytest.fixture(scope="module")
+def host_python(host, stack_vars) -> str:
+    """A Python on the host that runs code: the ML virtualenv's, else a versioned interpreter. Leap and
+    SLE 15's system python3 (3.6) is not one to rely on."""
+    candidates = [f"{stack_vars.get('gpu_stack_venv_path', '/opt/gpu-stack/venv')}/bin/python",
+                  "/usr/bin/python3.13", "/usr/bin/python3.12", "/usr/bin/python3.11", "python3"]
+    for python in candidates:
+        if host.run(f"{python} -c pass").rc == 0:
+            return python
+    pytest.fail(f"no working Python on the host among {candidates}")

@@ -14,8 +14,16 @@ MARKER = "Managed by opensuse-gpu-stack (roles/cuda)"
 PROJECT_LOADER_FILE = "/etc/ld.so.conf.d/opensuse-gpu-stack-cuda.conf"
 
 
+def test_pip_mode_leaves_the_system_without_cuda(host, cuda_mode) -> None:
+    """Where TensorFlow takes its CUDA from pip wheels, the role installs no toolkit at all."""
+    if cuda_mode != "pip":
+        pytest.skip("TensorFlow uses the system CUDA here")
+    assert host.run("rpm -qa 'cuda-toolkit*' 'cuda-libraries*' 'libcublas*'").stdout.split() == []
+    assert not host.file(CUDA_HOME).exists
+
+
 @pytest.fixture(scope="module")
-def cuda(stack_vars) -> dict:
+def cuda(stack_vars, system_cuda_only) -> dict:
     version = str(stack_vars.get("cuda_version", stack_vars["gpu_stack_cuda_version"]))
     release = str(stack_vars.get("cuda_release", stack_vars["gpu_stack_cuda_release"]))
     dashed = version.replace(".", "-")
@@ -46,7 +54,7 @@ def test_nvcc_reports_pinned_version(host, cuda) -> None:
 
 
 @pytest.mark.parametrize("snippet", ["/etc/profile.d/cuda.sh", "/etc/profile.d/cuda.csh"])
-def test_profile_snippet(host, snippet: str) -> None:
+def test_profile_snippet(host, cuda, snippet: str) -> None:
     f = host.file(snippet)
     assert f.exists and f.user == "root" and f.mode == 0o644
     assert f"{CUDA_HOME}/bin" in f.content_string
@@ -70,7 +78,7 @@ def test_loader_resolves_library_of_pinned_major(host, cuda, library: str) -> No
     assert real.startswith(cuda["dir"] + "/"), f"{soname} -> {real}, not under {cuda['dir']}"
 
 
-def test_cuda_packages_verify(host) -> None:
+def test_cuda_packages_verify(host, cuda) -> None:
     names = host.check_output("rpm -qa 'cuda-*' 'libcu*'").split()
     assert names, "no CUDA packages installed"
     res = host.run("rpm -V " + " ".join(names))

@@ -13,6 +13,9 @@ import re
 
 import pytest
 
+# cuDNN and the links go into the system CUDA tree only where TensorFlow uses it
+pytestmark = pytest.mark.usefixtures("system_cuda_only")
+
 MANIFEST = "/var/lib/opensuse-gpu-stack/manifest-cuda_links.json"
 VERSIONED = re.compile(r"^lib.*\.so\.(\d+)(\.\d+)*$")
 

@@ -21,6 +21,7 @@ zr = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(zr)
 ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 # os-release ID and major -> NVIDIA's repository directory and key (roles/cuda_repo/vars/*.yml)
+# (NVIDIA's suse16 serves Leap 16, SLE 16 and Tumbleweed: the default)
 DISTS = {("opensuse-leap", "15"): ("opensuse15", "D42D0685"), ("sles", "15"): ("sles15", "D42D0685")}
 ARCH_DIRS = {"x86_64": "x86_64", "aarch64": "sbsa"}
 
@@ -39,7 +40,10 @@ def repo(host, stack_vars) -> dict:
         alias = stack_vars.get("cuda_repo_alias", f"cuda-{dist}-{arch}")
     default_fingerprint = ROLE_VARS["__cuda_repo_fingerprints"][key_id]
     fingerprint = stack_vars.get("cuda_repo_gpgkey_fingerprint", default_fingerprint)
-    return {"route": route, "alias": alias, "baseurl": stack_vars.get("cuda_repo_baseurl"),
+    baseurl = stack_vars.get("cuda_repo_baseurl")
+    if not baseurl and stack_vars.get("cuda_repo_mirror"):
+        baseurl = f"{stack_vars['cuda_repo_mirror'].rstrip('/')}/{dist}/{arch}"
+    return {"route": route, "alias": alias, "baseurl": baseurl,
             "fingerprint": fingerprint.replace(" ", "").upper()}
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# cuDNN and the links go into the system CUDA tree only where TensorFlow uses it
+pytestmark = pytest.mark.usefixtures("system_cuda_only")
+
 MANIFEST = "/var/lib/opensuse-gpu-stack/manifest-cudnn.json"
 VERSIONS = Path(__file__).resolve().parents[2] / "inventory" / "group_vars" / "all" / "versions.yml"
 # Headers and sub-libraries per cuDNN major (NVIDIA's archive contents)
@@ -117,12 +120,12 @@ def test_ldconfig_resolves_cuda_runtime(host, cudnn, base: str) -> None:
     assert re.search(rf"^\s*{re.escape(soname)} \(.*\) => /", cache, re.M), f"ldconfig -p has no {soname}"
 
 
-def test_ctypes_load_returns_pinned_version(host, cudnn) -> None:
+def test_ctypes_load_returns_pinned_version(host, cudnn, host_python) -> None:
     major, minor, patch = (int(cudnn[k]) for k in ("major", "minor", "patch"))
     # cudnnGetVersion(): major*1000+minor*100+patch up to cuDNN 8, major*10000+minor*100+patch from 9
     expected = major * (10000 if major >= 9 else 1000) + minor * 100 + patch
     code = f"import ctypes; print(ctypes.CDLL('libcudnn.so.{major}').cudnnGetVersion())"
-    assert host.check_output("python3 -c %s", code).strip() == str(expected)
+    assert host.check_output(f"{host_python} -c %s", code).strip() == str(expected)
 
 
 def test_cuda_packages_verify_clean(host) -> None:

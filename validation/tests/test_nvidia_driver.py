@@ -1,9 +1,9 @@
-"""nvidia_driver: the SUSE signed open kmp and its user space at one pinned driver version, SUSE's zypper
-locks, and truthful reboot bookkeeping.
+"""nvidia_driver: one kernel module package of the expected generation, its user space at exactly the kmp's
+driver version (SUSE's recipe, whatever the pin), SUSE's zypper locks, and truthful reboot bookkeeping.
 
 Expected values from the inventory (`stack_vars`): nvidia_driver_route, nvidia_driver_force,
-nvidia_driver_version (gpu_stack_nvidia_driver_version), else the role's defaults and platform vars.
-Skipped where the role installs no driver (route none, or no GPU and not forced).
+nvidia_driver_generation, nvidia_driver_version (gpu_stack_nvidia_driver_version), else the role's defaults
+and platform vars. Skipped where the role installs no driver (route none, or no GPU and not forced).
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ def driver(host, stack_vars) -> dict:
         pytest.skip("nvidia_driver_route is none")
     if not force and not _has_nvidia_gpu(host):
         pytest.skip("no NVIDIA GPU and nvidia_driver_force is false: the role skips the driver")
-    version = stack_vars.get("nvidia_driver_version", stack_vars["gpu_stack_nvidia_driver_version"])
+    pin = stack_vars.get("gpu_stack_nvidia_driver_version", "")
+    version = str(stack_vars.get("nvidia_driver_version", pin))
+    # Without a GPU the forced driver is G07 (SUSE's current generation), unless set
+    generation = stack_vars.get("nvidia_driver_generation", "auto")
+    if generation == "auto" and not _has_nvidia_gpu(host):
+        generation = "G07"
     info = host.system_info
     name = VARS_FILES.get(info.distribution, info.distribution)
     major = (info.release or "").split(".")[0]
@@ -41,15 +46,11 @@ def driver(host, stack_vars) -> dict:
         if (ROLE / "vars" / candidate).exists():
             platform = yaml.safe_load((ROLE / "vars" / candidate).read_text())
             break
-    def value(name: str):
-        return stack_vars.get(f"nvidia_driver_{name}", DEFAULTS[f"nvidia_driver_{name}"])
-
-    return {
-        "route": route, "version": str(version), "kmp": value("kmp_package"),
-        "userspace": value("userspace_packages"), "gfx_packages": value("gfx_packages"),
-        "locks": stack_vars.get("nvidia_driver_zypper_locks", platform.get(LOCKS) or []),
-        "marker": value("reboot_marker"),
-    }
+    query = "rpm -qa --qf '%{NAME} %{VERSION}\\n' 'nvidia*kmp*'"
+    kmps = [line.split() for line in host.check_output(query).splitlines() if line.strip()]
+    locks = stack_vars.get("nvidia_driver_zypper_locks") or (platform.get(LOCKS) or {}).get(generation, [])
+    return {"version": version, "generation": generation, "kmps": kmps, "locks": locks,
+            "marker": stack_vars.get("nvidia_driver_reboot_marker", DEFAULTS["nvidia_driver_reboot_marker"])}
 
 
 def _rpm_version(host, name: str) -> str:
@@ -58,28 +59,33 @@ def _rpm_version(host, name: str) -> str:
     return res.stdout.split()[-1]
 
 
-def test_kmp_at_pinned_driver(host, driver) -> None:
-    if driver["route"] != "cuda_repo_kmp":
-        pytest.skip("route gfx_repo installs the kmp meta package")
-    version = _rpm_version(host, driver["kmp"])
-    # kmp versions are <driver>_k<kernel>, e.g. 555.42.06_k6.4.0_150600.21
-    if driver["version"]:
-        assert version.split("_")[0] == driver["version"], version
+def test_exactly_one_kernel_module_package(driver) -> None:
+    assert len(driver["kmps"]) == 1, f"kmp packages installed: {driver['kmps']}"
+
+
+def test_kmp_of_expected_generation(driver) -> None:
+    name = driver["kmps"][0][0]
+    if driver["generation"] != "auto":
+        assert f"-{driver['generation']}-" in name, f"{name} is not a {driver['generation']} kmp"
+
+
+def test_kmp_at_pinned_driver(driver) -> None:
+    if not driver["version"]:
+        pytest.skip("no driver pin: the newest kmp of the generation")
+    # kmp versions are <driver>_k<kernel>, e.g. 595.71.05_k6.12.0_160000.29
+    assert driver["kmps"][0][1].split("_")[0] == driver["version"], driver["kmps"]
 
 
 def test_userspace_at_kmp_version(host, driver) -> None:
-    if driver["route"] != "cuda_repo_kmp":
-        pytest.skip("route gfx_repo")
-    kmp = _rpm_version(host, driver["kmp"]).split("_")[0]
-    versions = {name: _rpm_version(host, name) for name in driver["userspace"]}
-    assert all(v == kmp for v in versions.values()), f"kmp {kmp}, user space {versions}"
-
-
-def test_gfx_packages_installed(host, driver) -> None:
-    if driver["route"] != "gfx_repo":
-        pytest.skip("route cuda_repo_kmp")
-    for name in driver["gfx_packages"]:
-        assert host.package(name).is_installed, name
+    """SUSE's recipe: the user space at exactly the installed kmp's driver version, whatever the pin."""
+    name, version = driver["kmps"][0]
+    kmp_driver = version.split("_")[0]
+    generation = "G07" if "-G07-" in name else "G06"
+    userspace = [f"nvidia-compute-{generation}", f"nvidia-compute-utils-{generation}"]
+    if "-signed-cuda-kmp" in name:
+        userspace.append("nvidia-persistenced")
+    versions = {pkg: _rpm_version(host, pkg) for pkg in userspace}
+    assert all(v == kmp_driver for v in versions.values()), f"kmp {kmp_driver}, user space {versions}"
 
 
 def test_zypper_locks(host, driver) -> None:
@@ -91,7 +97,7 @@ def test_zypper_locks(host, driver) -> None:
 
 
 def test_nvidia_smi_installed(host, driver) -> None:
-    assert host.exists("nvidia-smi"), "nvidia-smi (nvidia-compute-utils-G07) is not on PATH"
+    assert host.exists("nvidia-smi"), "nvidia-smi (nvidia-compute-utils) is not on PATH"
 
 
 def test_driver_packages_verify(host, driver) -> None:
@@ -125,6 +131,5 @@ def test_nvidia_smi_lists_gpu(host, driver) -> None:
 @pytest.mark.gpu
 def test_loaded_module_matches_package(host, driver) -> None:
     loaded = host.file("/sys/module/nvidia/version").content_string.strip()
-    if driver["route"] == "cuda_repo_kmp":
-        installed = _rpm_version(host, driver["kmp"]).split("_")[0]
-        assert loaded == installed, "reboot to load the installed module"
+    installed = driver["kmps"][0][1].split("_")[0]
+    assert loaded == installed, "reboot to load the installed module"

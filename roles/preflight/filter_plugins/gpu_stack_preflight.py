@@ -5,6 +5,8 @@ Filters (used in roles/preflight/tasks, unit-tested in tests/unit/test_preflight
   gpu_stack_mount_for(mounts, path) -> dict
   gpu_stack_df_mount(df_output) -> dict
   gpu_stack_build_check(table, tensorflow, cuda, cudnn, python, driver=None, min_driver=None) -> dict
+  gpu_stack_gpu_classify(gpus, data, override='') -> dict
+  gpu_stack_driver_pin_check(pin, generation, cuda, min_driver, branches) -> dict
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def gpu_stack_build_check(table: list[dict], tensorflow: Any, cuda: Any, cudnn: 
             problems.append(f"CUDA {cuda_xy} does not match TensorFlow {tf} (built for CUDA {row['cuda']})")
         if cudnn_xy != str(row["cudnn"]):
             problems.append(f"cuDNN {cudnn} does not match TensorFlow {tf} (built for cuDNN {row['cudnn']})")
-        if not _python_in_range(py_xy, str(row["python_min"]), str(row["python_max"])):
+        # '' = the platform's Python, which the ml_venv role picks and checks against the same row
+        if py_xy and not _python_in_range(py_xy, str(row["python_min"]), str(row["python_max"])):
             problems.append(f"Python {py_xy} is outside TensorFlow {tf}'s range "
                             f"{row['python_min']}-{row['python_max']}")
     if driver and min_driver:
@@ -127,6 +130,142 @@ def gpu_stack_build_check(table: list[dict], tensorflow: Any, cuda: Any, cudnn: 
     return {"ok": not problems, "problems": problems, "fits": fits, "row": row}
 
 
+def _chip(pci_name: str) -> str:
+    """'GM206 [GeForce GTX 960]' -> 'GM206'; '' when the name does not start with a codename."""
+    match = re.match(r"^((?:NV|G|GT|G[FKMPVAHBR]|TU|AD)\d+[A-Z0-9]*)\b", str(pci_name))
+    return match.group(1) if match else ""
+
+
+def _architecture(chip: str, architectures: dict) -> str:
+    """Architecture of a chip codename by its letter prefix (GM206 -> Maxwell); 'pre-Fermi' for the
+    older families (NV4x, G7x-G9x, GT2xx), '' without a codename."""
+    if not chip:
+        return ""
+    prefix = re.match(r"^[A-Z]+", chip).group(0)
+    return architectures.get(prefix, architectures.get("*", ""))
+
+
+def _label(gpu: dict) -> str:
+    product = gpu.get("product") or gpu.get("name") or "unknown product"
+    arch = ", ".join(p for p in (gpu.get("chip", ""), gpu.get("architecture", "")) if p)
+    return f"{gpu.get('slot', '?')} 10de:{str(gpu.get('device_id', '')).lower()} {product}" + (
+        f" ({arch})" if arch else "")
+
+
+def gpu_stack_gpu_classify(gpus: list[dict], data: dict, override: str = "") -> dict:
+    """Classify NVIDIA GPUs by PCI device id with NVIDIA's lists and pick the host's driver generation.
+
+    `data` holds the lists (vars/gpu_list_*.yml, vars/gpu_pci_ids.yml) and the rules (vars/main.yml):
+    open (devices the open kernel module supports), legacy (devices only the proprietary 580 module
+    supports), pci_ids (device -> 'CHIP [name]'), architectures (codename prefix -> architecture),
+    open_only (architectures/products the proprietary module does not drive), routes (architecture ->
+    the legacy driver that fits, for messages), and the lists' driver versions for messages.
+
+    Each GPU gets product, chip, architecture, open_module, driver_generation ('G07', 'G06' or ''),
+    support ('open', 'legacy', 'unsupported', 'unknown') and reason. The host generation is G07 when
+    every GPU takes the open driver, G06 when one needs the 580 proprietary driver and all are driven
+    by it, '' without GPUs or when no generation fits (then `problems` says why). A non-empty
+    `override` is taken as the host generation; the problems become `warnings`.
+    Returns {'gpus', 'generation', 'problems', 'warnings'}.
+    """
+    open_ids = (data.get("open") or {}).get("devices", {})
+    legacy_ids = (data.get("legacy") or {}).get("devices", {})
+    pci_ids = (data.get("pci_ids") or {}).get("devices", {})
+    architectures = data.get("architectures", {})
+    open_only = data.get("open_only", {})
+    routes = data.get("routes", {})
+    open_version = (data.get("open") or {}).get("origin", {}).get("driver_version", "?")
+    legacy_version = (data.get("legacy") or {}).get("origin", {}).get("driver_version", "?")
+    out: list[dict] = []
+    problems: list[str] = []
+    advice = ("A GPU newer than these lists: set preflight_gpu_driver_generation_override to G07 (Turing "
+              "and newer) or G06 (Maxwell, Pascal, Volta), or regenerate the lists with "
+              "tools/nvidia_gpu_lists.py")
+    unknown = False
+    for gpu in gpus or []:
+        devid = str(gpu.get("device_id", "")).upper().zfill(4)
+        pci_name = pci_ids.get(devid, "")
+        chip = _chip(pci_name)
+        bracket = re.search(r"\[(.+)\]", pci_name)
+        item = dict(gpu)
+        item.update({
+            "product": open_ids.get(devid) or legacy_ids.get(devid) or (bracket.group(1) if bracket else "")
+            or gpu.get("name", ""),
+            "chip": chip,
+            "architecture": _architecture(chip, architectures),
+        })
+        if devid in open_ids:
+            item.update(open_module=True, driver_generation="G07", support="open",
+                        reason=f"in NVIDIA's open kernel module list ({open_version})")
+        elif devid in legacy_ids:
+            item.update(open_module=False, driver_generation="G06", support="legacy",
+                        reason=f"in the list of GPUs only the proprietary {legacy_version} driver supports")
+        elif item["architecture"] in routes:
+            item.update(open_module=False, driver_generation="", support="unsupported",
+                        reason=routes[item["architecture"]])
+            problems.append(f"{_label(item)}: {item['reason']}")
+        else:
+            item.update(open_module=False, driver_generation="", support="unknown",
+                        reason=(f"PCI id not in NVIDIA's open kernel module list ({open_version}) nor in the "
+                                f"580 legacy list ({legacy_version})"))
+            problems.append(f"{_label(item)}: {item['reason']}")
+            unknown = True
+        out.append(item)
+    generations = {g["driver_generation"] for g in out}
+    generation = ""
+    if out and not problems:
+        if generations == {"G07"}:
+            generation = "G07"
+        else:
+            proprietary_blocked = [
+                g for g in out if g["architecture"] in open_only.get("architectures", [])
+                or any(str(g["product"]).startswith(p) for p in open_only.get("products", []))]
+            if proprietary_blocked:
+                problems.append(
+                    "no one driver drives all GPUs: "
+                    + ", ".join(_label(g) for g in out if g["driver_generation"] == "G06")
+                    + " need the proprietary 580 kernel module (G06); "
+                    + ", ".join(_label(g) for g in proprietary_blocked)
+                    + " run only with the open kernel module. Put them in different hosts")
+            else:
+                generation = "G06"
+    warnings: list[str] = []
+    if override:
+        warnings, problems, generation = problems, [], str(override)
+    elif unknown:
+        problems.append(advice)
+    return {"gpus": out, "generation": generation, "problems": problems, "warnings": warnings}
+
+
+def gpu_stack_driver_pin_check(pin: Any, generation: str, cuda: Any, min_driver: dict | None,
+                               branches: dict) -> dict:
+    """Check an explicit driver pin against the driver generation's branches and the CUDA major's minimum.
+
+    `branches`: {generation: {'min': first branch, 'max': last branch (optional)}}; '' pin = newest in the
+    repository, nothing to check. Returns {'ok': bool, 'problems': [str]}.
+    """
+    pin = str(pin or "").strip()
+    if not pin:
+        return {"ok": True, "problems": []}
+    if not re.fullmatch(r"\d+(\.\d+){1,2}", pin):
+        return {"ok": False, "problems": [f"driver pin {pin!r} is not a driver version "
+                                          "(X.Y or X.Y.Z, e.g. 580.126.18), or '' for the newest"]}
+    problems: list[str] = []
+    branch = version_tuple(pin)[0]
+    rule = (branches or {}).get(generation)
+    if generation and rule:
+        low, high = int(rule.get("min", 0)), rule.get("max")
+        if branch < low or (high is not None and branch > int(high)):
+            span = f"{low}-{high}" if high is not None else f"{low} and newer"
+            problems.append(f"driver {pin} is not a {generation} driver "
+                            f"({generation} is the {span} branches)")
+    cuda_major = major_minor(cuda).split(".")[0]
+    minimum = (min_driver or {}).get(cuda_major)
+    if minimum and version_tuple(pin) < version_tuple(minimum):
+        problems.append(f"driver {pin} is older than {minimum}, the minimum for CUDA {cuda_major}")
+    return {"ok": not problems, "problems": problems}
+
+
 class FilterModule:
     """Preflight filters."""
 
@@ -136,4 +275,6 @@ class FilterModule:
             "gpu_stack_mount_for": gpu_stack_mount_for,
             "gpu_stack_df_mount": gpu_stack_df_mount,
             "gpu_stack_build_check": gpu_stack_build_check,
+            "gpu_stack_gpu_classify": gpu_stack_gpu_classify,
+            "gpu_stack_driver_pin_check": gpu_stack_driver_pin_check,
         }
