@@ -130,17 +130,19 @@ def scenario_hosts(
 
 
 def run_playbook_on(inventory: Path, limit: str, playbook: str | Path, extra_vars: dict | None = None,
-                    tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600
-                    ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook with an inventory of scenario_hosts(), clean environment, output in .stdout."""
+                    tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600,
+                    env: dict | None = None, new_session: bool = False) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook with an inventory of scenario_hosts(), clean environment, output in .stdout (`env`
+    and `new_session` as in run_playbook)."""
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "--limit", limit]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if tags:
         cmd += ["--tags", tags]
     cmd += [*args, str(playbook)]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    return subprocess.run(cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                          start_new_session=new_session)
 
 
 def run_playbook(
@@ -179,11 +181,27 @@ def run_playbook(
 
 def run_testinfra(host: SandboxHost, *tests: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """The testinfra suite (validation/tests/<tests>, pytest node ids or -k expressions) against `host`."""
-    cmd = [str(VENV_BIN / "pytest"), *[f"validation/tests/{t}" for t in tests], "-q",
-           "-p", "no:cacheprovider", "--connection=chroot", f"--hosts={host.root}", "-m", "not gpu",
-           f"--stack-inventory={host.inventory_path}"]
+    return run_testinfra_on(host.inventory_path, [host], *tests, timeout=timeout)
+
+
+def run_testinfra_on(inventory: Path, hosts: Sequence[SandboxHost], *tests: str,
+                     timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The testinfra suite against several hosts in one pytest run (expected values from `inventory`, e.g.
+    one of scenario_hosts()). failed_tests() lists what failed, per host."""
+    cmd = [str(VENV_BIN / "pytest"), *[f"validation/tests/{t}" for t in tests], "-q", "-rf",
+           "-p", "no:cacheprovider", "--connection=chroot", "--hosts=" + ",".join(str(h.root) for h in hosts),
+           "-m", "not gpu", f"--stack-inventory={inventory}"]
     return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, timeout=timeout, check=False)
+
+
+def failed_tests(output: str, host: SandboxHost) -> list[str]:
+    """Names (file::test) of the tests that failed on `host` in a run_testinfra_on() output (-rf lines)."""
+    names = set()
+    for m in re.finditer(r"^FAILED validation/tests/(\S+?)\[(.*?)\]", output, re.M):
+        if re.search(re.escape(str(host.root)) + r"(-|$)", m.group(2)):
+            names.add(m.group(1))
+    return sorted(names)
 
 
 def flat(text: str) -> str:
@@ -191,17 +209,33 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def recap_changed(output: str) -> int:
-    """changed= of the PLAY RECAP line of a one-host run."""
+def recap(output: str, host: str | None = None) -> dict[str, int]:
+    """The PLAY RECAP counts (ok, changed, failed ...) of a one-host run, or of `host`'s line."""
     for line in output.splitlines()[::-1]:
-        if " changed=" in line and " failed=" in line:
-            return int(line.split(" changed=")[1].split()[0])
-    raise AssertionError("no PLAY RECAP in the output:\n" + output[-3000:])
+        if " changed=" in line and " failed=" in line and (host is None or line.split()[0] == host):
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+    raise AssertionError(f"no PLAY RECAP{' for ' + host if host else ''} in the output:\n" + output[-3000:])
 
 
-@pytest.fixture
-def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
-    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
+def recap_changed(output: str, host: str | None = None) -> int:
+    """changed= of the PLAY RECAP line of a one-host run, or of `host`'s line."""
+    return recap(output, host)["changed"]
+
+
+def task_status(output: str, task: str, host: str) -> str | None:
+    """What the (first) run of `task` ("role : name") reported for `host`: ok, changed, skipping, failed,
+    fatal, or None when the task did not run for it."""
+    start = output.find(f"TASK [{task}]")
+    assert start >= 0, f"task {task!r} not in the output:\n{output[-3000:]}"
+    section = output[start:]
+    end = re.search(r"^(TASK|RUNNING HANDLER|PLAY RECAP) \[?", section[1:], re.M)
+    section = section[: end.start() + 1] if end else section
+    m = re.search(rf"^(ok|changed|skipping|failed|fatal): \[{re.escape(host)}\]", section, re.M)
+    return m.group(1) if m else None
+
+
+def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
+    """NVIDIA's (stub) CUDA repo and the pinned CUDA toolkit on `host`, as the cuda roles leave them."""
     keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
     pins = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
     toolkit = "cuda-toolkit-" + str(pins["gpu_stack_cuda_version"]).replace(".", "-")
@@ -213,9 +247,15 @@ def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
         # the -devel packages have no %post ldconfig: refresh the cache as the cuda role does
         ("ldconfig",),
     ):
-        res = fresh_host.run(*cmd)
+        res = host.run(*cmd)
         assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
-    return fresh_host
+    return host
+
+
+@pytest.fixture
+def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
+    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
+    return install_cuda_toolkit(fresh_host)
 
 
 def _excluded(rel: str) -> bool:

@@ -1,28 +1,39 @@
 """The loader cache as desired state, aliases across majors, files-only system links and the project's one
-loader file, on fresh sandbox hosts with NVIDIA's CUDA repo and toolkit installed (conftest.cuda_host).
+loader file, on fresh sandbox hosts with NVIDIA's (stub) CUDA repo and toolkit installed. Several cases
+share one ansible-playbook run (scenario_hosts), and only the roles a case needs run (--tags).
 
 1. Interrupted runs: ansible-playbook is interrupted (SIGINT to its process group, as Ctrl-C in a terminal)
-   when the cuDNN task starts, right after the cuDNN module, and right after the links module (the
-   interrupt_at callback in plugins/callback). A normal run then ends converged: the loader cache is
-   refreshed (reported as a change) although no handler ran, a further run changes nothing, and the
-   cudnn, cuda_links and loader testinfra tests pass.
-2. An alias across majors (TensorFlow expecting libcufft.so.12 where CUDA 12.5 has libcufft.so.11) is
-   refused by default with a warning and nothing changed; enabled, it is made, warned about on every run
-   and flagged by testinfra; declared in cuda_links_aliases, it is refused before anything is written.
-3. Header subdirectories become real directories of file links (never a directory link), and the project's
-   loader file exists only while NVIDIA's files do not list the CUDA directory.
-
-Only the roles the scenarios need run (tags cudnn,cuda_links, with cuda for 3; preflight always runs).
+   when the cuDNN module starts, right after the cuDNN module, and right after the links module (the
+   test-only interrupt_at callback in plugins/callback). `--check` then reports the stale loader cache
+   without touching it; a normal run refreshes it (reported as a change) although no handler ran; a
+   further run changes nothing; the cudnn, cuda_links and loader testinfra tests pass. Each host's CUDA
+   include/ has a subdirectory, which must become a real directory of file links, and goes on removal.
+2. An alias across majors (TensorFlow expecting libcufft.so.12 where CUDA 12.5 has libcufft.so.11): refused
+   by default with a warning; enabled, made, warned about on every run and flagged by testinfra; declared
+   in cuda_links_aliases, refused before anything is written. A loader directory no other configuration
+   lists goes into the project's one loader file, which repeats none of NVIDIA's.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, diff_snapshots, flat, recap_changed, run_playbook, run_testinfra, snapshot
+from conftest import (
+    DEFAULT_PLATFORM,
+    REPO_ROOT,
+    diff_snapshots,
+    failed_tests,
+    flat,
+    install_cuda_toolkit,
+    recap,
+    run_playbook_on,
+    run_testinfra_on,
+    scenario_hosts,
+    snapshot,
+    task_status,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -38,7 +49,10 @@ INCLUDE = f"/usr/local/cuda-{CUDA}/targets/x86_64-linux/include"
 CALLBACKS = str(REPO_ROOT / "tests/integration/plugins/callback")
 CUDNN_TASK = "tarball | Install cuDNN into the CUDA tree"
 LINKS_TASK = "links | Create SONAME, development, compatibility and system-directory links"
-# The loader part of test_cuda.py, and the whole of test_cudnn.py and test_cuda_links.py
+CUDNN_LOADER = "cudnn : loader | Make the loader cache resolve the cuDNN libraries"
+LINKS_LOADER = "cuda_links : loader | Make the loader cache resolve the libraries and links"
+CUDA_LOADER = "cuda : ldconfig | Make the loader find and resolve the CUDA libraries"
+# The whole of test_cudnn.py and test_cuda_links.py, and the loader part of test_cuda.py
 LOADER_TESTS = (
     "test_cudnn.py",
     "test_cuda_links.py",
@@ -46,8 +60,11 @@ LOADER_TESTS = (
     "test_cuda.py::test_one_project_loader_file_duplicating_no_other",
     "test_cuda.py::test_loader_searches_the_cuda_libraries",
 )
-# Caches that a refresh rewrites (rpm's database is compared through `rpm -qa`)
-CACHES = ("/etc/ld.so.cache", "/var/cache/ldconfig/aux-cache", "/var/lib/rpm/")
+POINTS = {
+    "cudnn-module-start": f"start:{CUDNN_TASK}",
+    "after-cudnn-module": f"end:{CUDNN_TASK}",
+    "after-links-module": f"end:{LINKS_TASK}",
+}
 
 
 def _ldconfig_p(host) -> str:
@@ -56,193 +73,156 @@ def _ldconfig_p(host) -> str:
     return res.stdout
 
 
-def _changed_task(output: str, task: str) -> bool:
-    """Whether the (first) run of a task reported `changed` for the host."""
-    part = output.split(f"{task}]", 1)
-    assert len(part) == 2, f"task {task!r} not in the output:\n{output[-3000:]}"
-    return bool(re.match(r"\s*\*+\s*\n(?:[^\n]*\d\d:\d\d:\d\d[^\n]*\n)?changed: \[", part[1]))
+def _add_header_subdirectory(host) -> None:
+    """NVIDIA's include/ has subdirectories (crt/, cuda/, thrust/ ...); the stub toolkit has none."""
+    crt = host.root / INCLUDE.lstrip("/") / "crt"
+    crt.mkdir()
+    (crt / "host_config.h").write_text("/* stands for NVIDIA's crt/host_config.h */\n")
 
 
-def _paths(diff: list[str]) -> set[str]:
-    return {d.split(": ", 1)[1].split(":", 1)[0] for d in diff}
-
-
-def _outside_caches(diff: list[str]) -> list[str]:
-    return [d for d in diff if not d.split(": ", 1)[1].startswith(CACHES)]
-
-
-def run_interrupted(host, point: str, tmp_path):
-    mark = tmp_path / "interrupt-mark"
+def _interrupt(inventory, host, point: str, tmp_path):
+    mark = tmp_path / f"interrupt-{host.name}"
     env = {
         "ANSIBLE_CALLBACK_PLUGINS": CALLBACKS,
-        "ANSIBLE_CALLBACKS_ENABLED": "interrupt_at",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.profile_tasks,interrupt_at",
         "GPU_STACK_INTERRUPT_AT": point,
         "GPU_STACK_INTERRUPT_MARK": str(mark),
     }
-    res = run_playbook(host, PLAYBOOK, tags=TAGS, env=env, new_session=True)
+    res = run_playbook_on(inventory, host.name, PLAYBOOK, tags=TAGS, env=env, new_session=True)
     assert mark.exists(), f"the run never reached {point}:\n{res.stdout[-3000:]}"
     assert res.returncode != 0 and "User interrupted execution" in res.stdout, res.stdout[-3000:]
-    return res
 
 
 # --- 1. interrupted runs
 
 
-@pytest.mark.parametrize(
-    ("point", "stale"),
-    [
-        (f"start:{CUDNN_TASK}", False),
-        (f"end:{CUDNN_TASK}", True),
-        (f"end:{LINKS_TASK}", True),
-    ],
-    ids=["cudnn-module-start", "after-cudnn-module", "after-links-module"],
-)
-def test_an_interrupted_run_is_repaired_by_the_next(cuda_host, tmp_path, point: str, stale: bool) -> None:
-    run_interrupted(cuda_host, point, tmp_path)
-    cache = _ldconfig_p(cuda_host)
-    if point == f"end:{CUDNN_TASK}":
-        # the issue's case: cuDNN in place, the loader cache without it (the handler never ran)
-        assert (cuda_host.root / LIB.lstrip("/") / f"libcudnn.so.{CUDNN_MAJOR}").is_symlink()
-        assert f"libcudnn.so.{CUDNN_MAJOR} " not in cache
-    if point == f"end:{LINKS_TASK}":
-        assert (cuda_host.root / f"usr/lib64/libcudnn.so.{CUDNN_MAJOR}").is_symlink()
-        assert f"=> /usr/lib64/libcudnn.so.{CUDNN_MAJOR}\n" not in cache
+def test_interrupted_runs_end_converged(sandbox_ready, tmp_path) -> None:
+    with scenario_hosts("intr", {case: (DEFAULT_PLATFORM, {}) for case in POINTS}) as (inventory, hosts):
+        for host in hosts.values():
+            install_cuda_toolkit(host)
+            _add_header_subdirectory(host)
+        for case, point in POINTS.items():
+            _interrupt(inventory, hosts[case], point, tmp_path)
 
-    heal = run_playbook(cuda_host, PLAYBOOK, tags=TAGS)
-    assert heal.returncode == 0, heal.stdout[-3000:]
-    if stale:
-        loader_task = (
-            "cudnn : loader | Make the loader cache resolve the cuDNN libraries"
-            if "cuDNN" in point
-            else "cuda_links : loader | Make the loader cache resolve the libraries and links"
+        # the issue's case: cuDNN in place, the loader cache without it (no handler ran)
+        cudnn = hosts["after-cudnn-module"]
+        assert (cudnn.root / LIB.lstrip("/") / f"libcudnn.so.{CUDNN_MAJOR}").is_symlink()
+        assert f"libcudnn.so.{CUDNN_MAJOR} " not in _ldconfig_p(cudnn)
+        links = hosts["after-links-module"]
+        assert (links.root / f"usr/lib64/libcudnn.so.{CUDNN_MAJOR}").is_symlink()
+        assert f"=> /usr/lib64/libcudnn.so.{CUDNN_MAJOR}\n" not in _ldconfig_p(links)
+        start = hosts["cudnn-module-start"]
+        assert not (start.root / "var/lib/opensuse-gpu-stack/manifest-cudnn.json").exists()
+
+        everyone = ",".join(h.name for h in hosts.values())
+        caches = {case: _ldconfig_p(h) for case, h in hosts.items()}
+        check = run_playbook_on(inventory, everyone, PLAYBOOK, tags=TAGS, args=["--check", "--diff"])
+        assert check.returncode == 0, check.stdout[-3000:]
+        assert task_status(check.stdout, CUDNN_LOADER, cudnn.name) == "changed", check.stdout[-4000:]
+        assert task_status(check.stdout, LINKS_LOADER, links.name) == "changed", check.stdout[-4000:]
+        assert {case: _ldconfig_p(h) for case, h in hosts.items()} == caches, "check mode ran ldconfig"
+
+        heal = run_playbook_on(inventory, everyone, PLAYBOOK, tags=TAGS)
+        assert heal.returncode == 0, heal.stdout[-3000:]
+        assert task_status(heal.stdout, CUDNN_LOADER, cudnn.name) == "changed", heal.stdout[-4000:]
+        assert task_status(heal.stdout, LINKS_LOADER, links.name) == "changed", heal.stdout[-4000:]
+        again = run_playbook_on(inventory, everyone, PLAYBOOK, tags=TAGS)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert {case: recap(again.stdout, h.name)["changed"] for case, h in hosts.items()} == dict.fromkeys(
+            POINTS, 0
+        ), again.stdout[-3000:]
+        tests = run_testinfra_on(inventory, list(hosts.values()), *LOADER_TESTS)
+        assert tests.returncode == 0, tests.stdout[-4000:]
+
+        # files only: the header subdirectory is a real directory of file links, and goes on removal
+        sys_crt = links.root / "usr/include/crt"
+        assert sys_crt.is_dir() and not sys_crt.is_symlink()
+        assert links.run("readlink", "/usr/include/crt/host_config.h").stdout.strip() == (
+            "/usr/local/cuda/include/crt/host_config.h"
         )
-        assert _changed_task(heal.stdout, loader_task), heal.stdout[-4000:]
-    again = run_playbook(cuda_host, PLAYBOOK, tags=TAGS)
-    assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-3000:]
-    tests = run_testinfra(cuda_host, *LOADER_TESTS)
-    assert tests.returncode == 0, tests.stdout[-4000:]
+        removed = run_playbook_on(inventory, links.name, "playbooks/remove.yml")
+        assert removed.returncode == 0 and not sys_crt.exists(), removed.stdout[-3000:]
+        assert (links.root / INCLUDE.lstrip("/") / "crt/host_config.h").is_file()
 
 
-# --- 2. aliases across majors
+# --- 2. aliases across majors, the project's loader file
 
-
-def test_aliases_across_majors(cuda_host) -> None:
-    converge = run_playbook(cuda_host, PLAYBOOK, tags=TAGS)
-    assert converge.returncode == 0, converge.stdout[-3000:]
+WANTED = {"cuda_links_expected_sonames": [*SONAMES, "libcufft.so.12"]}
+CASES = {
     # TensorFlow built for a CUDA whose cuFFT is libcufft.so.12, on CUDA 12.5 (libcufft.so.11)
-    wanted = {"cuda_links_expected_sonames": [*SONAMES, "libcufft.so.12"]}
-
-    before = snapshot(cuda_host)
-    refused = run_playbook(cuda_host, PLAYBOOK, tags=TAGS, extra_vars=wanted)
-    out = flat(refused.stdout)
-    assert refused.returncode == 0 and recap_changed(refused.stdout) == 0, refused.stdout[-3000:]
-    assert (
-        f"[WARNING]: compatibility alias {LIB}/libcufft.so.12 -> libcufft.so.11: libcufft.so.12 is missing: "
-        "libcufft.so.11 has major 11, a different ABI than the 12 TensorFlow was built for, so no alias was "
-        "made. Install the CUDA version TensorFlow was built for"
-    ) in out, out[-3000:]
-    assert diff_snapshots(before, snapshot(cuda_host)) == []
-
-    enabled = {**wanted, "cuda_links_expected_aliases_enabled": True}
-    made = run_playbook(cuda_host, PLAYBOOK, tags=TAGS, extra_vars=enabled)
-    out = flat(made.stdout)
-    assert made.returncode == 0, made.stdout[-3000:]
-    warning = (
-        f"[WARNING]: compatibility alias {LIB}/libcufft.so.12 -> libcufft.so.11: libcufft.so.12 is missing "
-        "and was linked to libcufft.so.11 (cuda_links_expected_aliases_enabled): libcufft.so.11 has major "
-        "11, a different ABI"
-    )
-    assert warning in out, out[-3000:]
-    diff = diff_snapshots(before, snapshot(cuda_host))
-    assert _paths(_outside_caches(diff)) == {
-        f"{LIB}/libcufft.so.12",
-        "/usr/lib64/libcufft.so.12",
-        "/var/lib/opensuse-gpu-stack/manifest-cuda_links.json",
-    }, diff
-    again = run_playbook(cuda_host, PLAYBOOK, tags=TAGS, extra_vars=enabled)
-    assert recap_changed(again.stdout) == 0 and warning in flat(again.stdout), again.stdout[-3000:]
-    flagged = run_testinfra(cuda_host, "test_cuda_links.py::test_no_alias_across_majors")
-    assert flagged.returncode != 0, flagged.stdout[-3000:]
-    assert f"{LIB}/libcufft.so.12 leads to libcufft.so.11" in flagged.stdout
-    assert "/usr/lib64/libcufft.so.12 leads to libcufft.so.11" in flagged.stdout
-
-    # back to the default: our alias goes, and testinfra is clean again
-    back = run_playbook(cuda_host, PLAYBOOK, tags=TAGS)
-    assert back.returncode == 0 and not (cuda_host.root / LIB.lstrip("/") / "libcufft.so.12").is_symlink()
-    tests = run_testinfra(cuda_host, "test_cuda_links.py")
-    assert tests.returncode == 0, tests.stdout[-4000:]
-
-    before = snapshot(cuda_host)
-    declared = run_playbook(
-        cuda_host,
-        PLAYBOOK,
-        tags=TAGS,
-        extra_vars={"cuda_links_aliases": [{"name": "libcufft.so.12", "target": "libcufft.so.11"}]},
-    )
-    out = flat(declared.stdout)
-    assert declared.returncode != 0, declared.stdout[-3000:]
-    assert (
-        "links not changed, nothing was written: alias libcufft.so.12 -> libcufft.so.11 links major 12 to a "
-        "library of major 11 (libcufft.so.11): a different major is a different ABI"
-    ) in out, out[-3000:]
-    assert "add cross_major: true to this cuda_links_aliases item" in out
-    assert diff_snapshots(before, snapshot(cuda_host)) == []
+    "refused": (DEFAULT_PLATFORM, WANTED),
+    "enabled": (DEFAULT_PLATFORM, {**WANTED, "cuda_links_expected_aliases_enabled": True}),
+    "declared": (DEFAULT_PLATFORM, {"cuda_links_aliases": [{"name": "libcufft.so.12",
+                                                            "target": "libcufft.so.11"}]}),
+    # a library directory no ld.so.conf.d file lists, next to the CUDA one NVIDIA's files list
+    "loader-file": (DEFAULT_PLATFORM, {"cuda_ldconfig_dirs": ["/usr/local/cuda/targets/x86_64-linux/lib",
+                                                              "/opt/vendor/lib"]}),
+}
+REFUSED = (
+    f"[WARNING]: compatibility alias {LIB}/libcufft.so.12 -> libcufft.so.11: libcufft.so.12 is missing: "
+    "libcufft.so.11 has major 11, a different ABI than the 12 TensorFlow was built for, so no alias was "
+    "made. Install the CUDA version TensorFlow was built for"
+)
+ENABLED = (
+    f"[WARNING]: compatibility alias {LIB}/libcufft.so.12 -> libcufft.so.11: libcufft.so.12 is missing "
+    "and was linked to libcufft.so.11 (cuda_links_expected_aliases_enabled): libcufft.so.11 has major "
+    "11, a different ABI"
+)
+DECLARED = (
+    "links not changed, nothing was written: alias libcufft.so.12 -> libcufft.so.11 links major 12 to a "
+    "library of major 11 (libcufft.so.11): a different major is a different ABI, and TensorFlow would load "
+    "an incompatible library. Install the CUDA version that provides libcufft.so.12, or add cross_major: "
+    "true to this cuda_links_aliases item"
+)
+OWN_LOADER_FILE = "etc/ld.so.conf.d/opensuse-gpu-stack-cuda.conf"
 
 
-# --- 3. files only, one loader file
+def test_aliases_across_majors_and_the_project_loader_file(sandbox_ready) -> None:
+    with scenario_hosts("alias", CASES) as (inventory, hosts):
+        for host in hosts.values():
+            install_cuda_toolkit(host)
+        (hosts["loader-file"].root / "opt/vendor/lib").mkdir(parents=True)
+        everyone = ",".join(h.name for h in hosts.values())
+        first = run_playbook_on(inventory, everyone, PLAYBOOK, tags=f"cuda,{TAGS}")
+        out = flat(first.stdout)
+        assert {case: recap(first.stdout, h.name)["failed"] for case, h in hosts.items()} == {
+            "refused": 0, "enabled": 0, "declared": 1, "loader-file": 0}, first.stdout[-4000:]
+        assert REFUSED in out and ENABLED in out and DECLARED in out, out[-4000:]
 
+        refused, enabled, declared = hosts["refused"], hosts["enabled"], hosts["declared"]
+        for path in (f"{LIB}/libcufft.so.12", "/usr/lib64/libcufft.so.12"):
+            assert not (refused.root / path.lstrip("/")).exists(), path
+            assert enabled.run("readlink", "-f", path).stdout.strip() == enabled.run(
+                "readlink", "-f", f"{LIB}/libcufft.so.11").stdout.strip(), path
+        # refused before the links module wrote anything: no manifest, no link into the CUDA tree
+        assert not (declared.root / "var/lib/opensuse-gpu-stack/manifest-cuda_links.json").exists()
+        assert declared.run("find", "/usr/lib64", "/usr/include", "-lname", "/usr/local/cuda*").stdout == ""
 
-def test_header_directories_are_real_and_the_loader_file_appears_only_when_needed(cuda_host) -> None:
-    # NVIDIA's include/ has subdirectories (crt/, cuda/ ...); the stub toolkit has none, so add one
-    crt = cuda_host.root / INCLUDE.lstrip("/") / "crt"
-    crt.mkdir()
-    (crt / "host_config.h").write_text("/* stands for NVIDIA's crt/host_config.h */\n")
-    tags = f"cuda,{TAGS}"
-    first = run_playbook(cuda_host, PLAYBOOK, tags=tags)
-    assert first.returncode == 0, first.stdout[-3000:]
-    sys_crt = cuda_host.root / "usr/include/crt"
-    assert sys_crt.is_dir() and not sys_crt.is_symlink()
-    assert (sys_crt / "host_config.h").is_symlink()
-    assert cuda_host.run("readlink", "/usr/include/crt/host_config.h").stdout.strip() == (
-        "/usr/local/cuda/include/crt/host_config.h"
-    )
-    conf_d = cuda_host.root / "etc/ld.so.conf.d"
-    assert not [p.name for p in conf_d.iterdir() if "opensuse-gpu-stack" in p.name]  # NVIDIA's files cover it
+        loader = hosts["loader-file"]
+        assert task_status(first.stdout, CUDA_LOADER, loader.name) == "changed"
+        assert (loader.root / OWN_LOADER_FILE).read_text() == (
+            "# Managed by opensuse-gpu-stack (roles/cuda): directories no other loader configuration lists\n"
+            "/opt/vendor/lib\n"
+        )
+        assert "/opt/vendor/lib:" in loader.run("ldconfig", "-v", "-N", "-X").stdout
+        for case in ("refused", "enabled", "declared"):
+            assert not (hosts[case].root / OWN_LOADER_FILE).exists(), case  # NVIDIA's files list the CUDA one
 
-    # a toolkit whose packages registered no loader configuration: the project's one file lists the directory
-    nvidia = {
-        p.name: p.read_text()
-        for p in conf_d.iterdir()
-        if re.match(r"^(000_cuda|98\d_cuda-\d+)\.conf$", p.name)
-    }
-    assert sorted(nvidia) == ["000_cuda.conf", f"{1000 - int(MAJOR)}_cuda-{MAJOR}.conf"]
-    for name in nvidia:
-        (conf_d / name).unlink()
-    assert cuda_host.run("ldconfig").returncode == 0
-    own = run_playbook(cuda_host, PLAYBOOK, tags=tags)
-    assert own.returncode == 0 and _changed_task(
-        own.stdout, "cuda : ldconfig | Make the loader find and resolve the CUDA libraries"
-    ), own.stdout[-3000:]
-    ours = conf_d / "opensuse-gpu-stack-cuda.conf"
-    assert ours.read_text() == (
-        "# Managed by opensuse-gpu-stack (roles/cuda): directories no other loader "
-        "configuration lists\n/usr/local/cuda/targets/x86_64-linux/lib\n"
-    )
-    assert f"libcudnn.so.{CUDNN_MAJOR} " in _ldconfig_p(cuda_host)
-    # (not rpm -V of test_cudnn.py: NVIDIA's files are missing on purpose)
-    tests = run_testinfra(cuda_host, "test_cudnn.py::test_ldconfig_resolves_cudnn", *LOADER_TESTS[1:])
-    assert tests.returncode == 0, tests.stdout[-4000:]
+        before = snapshot(declared)
+        again = run_playbook_on(inventory, everyone, PLAYBOOK, tags=f"cuda,{TAGS}")
+        out = flat(again.stdout)
+        assert {case: recap(again.stdout, h.name)["changed"] for case, h in hosts.items()} == dict.fromkeys(
+            CASES, 0), again.stdout[-4000:]
+        assert recap(again.stdout, declared.name)["failed"] == 1
+        assert REFUSED in out and ENABLED in out and DECLARED in out, out[-4000:]  # on every run
+        assert diff_snapshots(before, snapshot(declared)) == []
 
-    for name, text in nvidia.items():
-        (conf_d / name).write_text(text)
-    back = run_playbook(cuda_host, PLAYBOOK, tags=tags)
-    assert back.returncode == 0 and not ours.exists(), back.stdout[-3000:]
-    again = run_playbook(cuda_host, PLAYBOOK, tags=tags)
-    assert recap_changed(again.stdout) == 0, again.stdout[-3000:]
-    manifest = json.loads(
-        (cuda_host.root / "var/lib/opensuse-gpu-stack/manifest-cuda_links.json").read_text()
-    )
-    assert {"path": "/usr/include/crt", "kind": "dir", "reason": "mirror"} in manifest["entries"]
-    removed = run_playbook(cuda_host, "playbooks/remove.yml")
-    assert removed.returncode == 0 and not sys_crt.exists(), removed.stdout[-3000:]
-    assert (crt / "host_config.h").exists()
+        checked = ("refused", "enabled", "loader-file")
+        tests = run_testinfra_on(inventory, [hosts[c] for c in checked], *LOADER_TESTS)
+        failed = {case: failed_tests(tests.stdout, hosts[case]) for case in checked}
+        assert failed == {
+            "refused": [], "enabled": ["test_cuda_links.py::test_no_alias_across_majors"], "loader-file": []
+        }, tests.stdout[-6000:]
+        flagged = re.sub(r"\s+", " ", tests.stdout)
+        assert f"{LIB}/libcufft.so.12 leads to libcufft.so.11" in flagged, tests.stdout[-4000:]
+        assert "/usr/lib64/libcufft.so.12 leads to libcufft.so.11" in flagged

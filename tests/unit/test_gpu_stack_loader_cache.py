@@ -202,6 +202,28 @@ def test_another_file_of_the_same_soname_first_in_the_cache_fails_after_the_refr
     assert tree["ld"].refreshes == 1
 
 
+def test_a_foreign_non_library_of_the_soname_s_name_does_not_count(tree, tmp_path):
+    """The issue's case: a user's /usr/lib64/libcudnn.so.9 (not a library; soname_links left it alone) next
+    to the project's /usr/lib64/libcudnn.so link. ldconfig ignores the file, and the link's SONAME resolves
+    to the CUDA library the link leads to: resolved, no refresh, no failure."""
+    (tree["sys"] / "libcudnn.so.9").write_bytes(b"a user's own build of cuDNN\n")
+    dev = tree["sys"] / "libcudnn.so"
+    os.symlink(str(tree["root"] / "cuda-12.5/lib64/libcudnn.so"), dev)
+    tree["ld"].rebuild()
+    manifest = tmp_path / "manifest.json"
+    entries = [{"path": str(dev), "kind": "link", "target": "x"}]
+    manifest.write_text(json.dumps({"schema": 1, "entries": entries}))
+    result = run(tree, manifests=[str(manifest)])
+    assert not result["changed"] and result["libraries"] == 3 and tree["ld"].refreshes == 0, result
+
+
+def test_an_older_version_resolves_through_the_newest(tree, build):
+    """Two versions of one soname in a directory: the soname link names the newest, which the cache gives."""
+    shutil.copy(build("libcudnn.so.9"), tree["lib"] / "libcudnn.so.9.1.0")
+    result = run(tree)
+    assert not result["changed"] and tree["ld"].refreshes == 0, result
+
+
 def test_a_directory_the_loader_does_not_search_is_named(tree, build, tmp_path):
     extra = tmp_path / "extra"
     extra.mkdir()

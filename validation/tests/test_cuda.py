@@ -109,7 +109,7 @@ def test_one_project_loader_file_duplicating_no_other(host) -> None:
         assert duplicated == set(), f"{PROJECT_LOADER_FILE} repeats {duplicated}"
 
 
-def test_loader_searches_the_cuda_libraries(host) -> None:
+def test_loader_searches_the_cuda_libraries(host, cuda) -> None:
     """With or without the project's file, ldconfig scans the CUDA library directory."""
     real = host.check_output(f"readlink -f {CUDA_HOME}/lib64")
     scanned = [line.split(":")[0] for line in host.check_output("ldconfig -v -N -X 2>/dev/null").splitlines()
