@@ -234,6 +234,13 @@ def task_status(output: str, task: str, host: str) -> str | None:
     return m.group(1) if m else None
 
 
+def failure_text(output: str, host: str) -> str:
+    """The flattened failure reports of `host` in a run's output ('' when it did not fail): each
+    `fatal: [host]: FAILED! =>` (or `failed: [host]`) and its indented result."""
+    parts = re.findall(rf"^(?:fatal|failed): \[{re.escape(host)}\].*\n(?:[ \t]+.*\n?)*", output, re.M)
+    return flat("\n".join(parts))
+
+
 def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
     """NVIDIA's (stub) CUDA repo and the pinned CUDA toolkit on `host`, as the cuda roles leave them."""
     keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
