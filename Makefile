@@ -1,6 +1,7 @@
 # opensuse-gpu-stack: one entry point for humans and CI.
 #   make demo   build the sandbox, converge site.yml into it, validate, print the verdict and reports
-#   make test   lint, unit tests, sandbox converge x2 (changed=0), testinfra, fault scenarios
+#   make test   lint, unit tests, sandbox converge x2 (changed=0), testinfra, the package's Keras tests in the
+#               host's ML venv, fault scenarios
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -19,6 +20,8 @@ PLATFORMS := leap156 leap160 tumbleweed sles15 sles16
 MATRIX    := $(addsuffix -1,$(PLATFORMS))
 HOST      ?= leap156-1
 HOSTS     ?= $(MATRIX)
+# The ML virtualenv inside a sandbox host (gpu_stack_venv_path of inventory/group_vars/all/stack.yml)
+HOST_VENV ?= /opt/gpu-stack/venv
 N         ?= 4
 empty     :=
 comma     := ,
@@ -36,8 +39,8 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge idempotence check-mode verify \
-	integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
+.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge snapshot idempotence check-mode \
+	verify venv-tests integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -77,13 +80,25 @@ unit: venv ## Unit tests (no sandbox)
 sandbox: venv host-packages ## Build (or reuse) the sandbox: stub repos, suite bases, one layer per platform
 	$(SANDBOXCTL) build
 
-wheelhouse: venv ## Download the ML venv's pinned wheels once (Python 3.11 and 3.13, with and without CUDA wheels)
+wheelhouse: $(CACHE)/wheelhouse/wheelhouse.json ## Download the ML venv's pinned wheels (Python 3.11 and 3.13, +CUDA wheels)
+# Downloaded again only when the pins change (pip keeps the files it already has)
+$(CACHE)/wheelhouse/wheelhouse.json: $(VENV)/.installed tools/wheelhouse.py roles/ml_venv/vars/main.yml \
+		inventory/group_vars/all/versions.yml
 	$(PY) tools/wheelhouse.py --out $(CACHE)/wheelhouse
 
 converge: sandbox wheelhouse ## Converge site.yml into a fresh host of each platform (HOSTS, default the matrix)
 	@mkdir -p $(LOGS)
-	@for h in $(HOSTS); do $(SANDBOXCTL) reset $$h >/dev/null; done
-	$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-1.log
+	@# Unchanged roles, inventory, wheelhouse and layers: the snapshot of the last converge is that converge
+	@if [ -z "$(FRESH)" ] && $(PY) tests/converge_cache.py restore $(HOSTS); then \
+		echo "converge: restored from the snapshots of the last converge with these inputs (FRESH=1 converges anew)" \
+			| tee $(LOGS)/converge-1.log; \
+	else \
+		for h in $(HOSTS); do $(SANDBOXCTL) reset $$h >/dev/null; done; \
+		$(PLAYBOOK) -i inventory/sandbox.yml --limit $(LIMIT) site.yml 2>&1 | tee $(LOGS)/converge-1.log; \
+	fi
+
+snapshot: ## Keep the converged hosts as snapshots (converged-<host>) for the scenarios and the next run
+	$(PY) tests/converge_cache.py save $(HOSTS)
 
 idempotence: ## Converge again; fail unless changed=0
 	@mkdir -p $(LOGS)
@@ -108,6 +123,18 @@ verify: ## testinfra suite against each converged sandbox host
 			--junitxml=$(RESULTS)/testinfra-$$h.xml || status=1; \
 	done; exit $$status
 
+# The validation package's real Keras/TensorFlow runs need TensorFlow: they run in the converged host's ML
+# virtualenv (where the gpu_validation role installed the package), inside the host
+venv-tests: ## The package's Keras/TensorFlow tests in $(HOST)'s ML virtualenv (after converge)
+	@mkdir -p $(RESULTS)
+	rm -rf $(HOST_ROOT)/tmp/gpu-stack-venv-tests && mkdir -p $(HOST_ROOT)/tmp/gpu-stack-venv-tests
+	cp $(ROOT)/tests/venv/*.py $(HOST_ROOT)/tmp/gpu-stack-venv-tests/
+	@rc=0; chroot $(HOST_ROOT) env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+		$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
+		--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || rc=$$?; \
+	cp $(HOST_ROOT)/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv.xml 2>/dev/null || true; \
+	rm -rf $(HOST_ROOT)/tmp/gpu-stack-venv-tests; exit $$rc
+
 integration: ## Fault scenarios and removal, each on a fresh sandbox
 	@mkdir -p $(RESULTS)
 	$(PYTEST) tests/integration -q --junitxml=$(RESULTS)/integration.xml
@@ -115,7 +142,8 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 test: ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
-	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify integration \
+	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify venv-tests snapshot \
+		integration \
 		|| status=$$?; \
 	$(SANDBOXCTL) down $(HOSTS) $(CHECK_HOSTS) >/dev/null 2>&1 || true; \
 	exit $$status
@@ -140,7 +168,7 @@ vm-test: venv ## testinfra suite against the Vagrant VM (after `vagrant up`)
 	vagrant ssh-config > $(CACHE)/vagrant-ssh-config
 	$(PYTEST) validation/tests --hosts=default --ssh-config=$(CACHE)/vagrant-ssh-config --sudo -m 'not gpu'
 
-device-wheels: ## Wheels the GPU device check carries (keras, namex, optree)
+device-wheels: ## Wheels the GPU device check carries (keras, namex, optree, nvidia-ml-py)
 	PIP="$(VENV)/bin/pip" $(ROOT)/tests/device/fetch_wheels.sh
 
 remove: venv ## Uninstall from $(HOST): playbooks/remove.yml (cuDNN, links, what the manifests list)

@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 FACTS_FILE = Path(__file__).resolve().parent / "stubs" / "facts.yml"
 
 
@@ -53,6 +51,8 @@ def check_sources(data: dict) -> list[str]:
 @functools.cache
 def load(path: Path = FACTS_FILE) -> dict:
     """The parsed facts file (cached); FactsError when it is unreadable or a source reference is broken."""
+    import yaml  # here, not at the top: sandboxctl's host commands (shell, root, status) run without PyYAML
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:

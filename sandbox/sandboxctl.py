@@ -164,6 +164,13 @@ class Layout:
     def build_log(self, what: str) -> Path:
         return self.cache / f"build-{what}.log"
 
+    @property
+    def snapshots(self) -> Path:
+        return self.cache / "snapshots"
+
+    def snapshot_dir(self, name: str) -> Path:
+        return self.snapshots / name
+
     def host_dir(self, name: str) -> Path:
         return self.hosts / name
 
@@ -1197,7 +1204,7 @@ def gc_layers(layout: Layout) -> None:
         for link in [*layout.cache.glob("suite-*"), *layout.cache.glob("platform-*")]
         if link.is_symlink()
     }
-    for info in host_infos(layout).values():
+    for info in [*host_infos(layout).values(), *snapshot_infos(layout).values()]:
         keep.update(Path(p).parent for p in info.get("lowers", []))
     for p in [*layout.cache.glob("suite-*-*"), *layout.cache.glob("platform-*-*")]:
         if p.is_symlink() or ".partial-" in p.name or p in keep:
@@ -1364,12 +1371,23 @@ def host_up(
     *,
     listed: bool = True,
     owner_pid: int | None = None,
+    snapshot: str | None = None,
 ) -> Path:
-    """Bring host `name` up on `platform` (a no-op when it is up). Returns its root (the merged dir)."""
+    """Bring host `name` up on `platform` (a no-op when it is up), on top of snapshot `snapshot` when given
+    (a converged host kept by snapshot_host; its platform wins). Returns its root (the merged dir)."""
     validate_host_name(name)
     check_root()
-    pf = platform_for_host(name, platform, load_platforms())
+    snap = read_snapshot(layout, snapshot) if snapshot else None
+    pf = platform_for_host(name, snap["platform"] if snap else platform, load_platforms())
     layers = current_layers(layout, pf)
+    lowers = layers.lowers
+    if snap:
+        if snap["lowers"] != [str(p) for p in lowers]:
+            raise EnvironmentProblem(
+                f"snapshot {snapshot} was taken on layers no longer current (the sandbox was rebuilt):"
+                f" converge a host again and snapshot it"
+            )
+        lowers = [layout.snapshot_dir(snapshot) / "layer", *lowers]
     if not (layout.repos / "KEYS.json").is_file():
         raise EnvironmentProblem("stub repos missing: run `sandbox/sandboxctl.py repos`")
     hd = layout.host_dir(name)
@@ -1393,7 +1411,8 @@ def host_up(
         info = {
             "name": name,
             "platform": pf.name,
-            "lowers": [str(p) for p in layers.lowers],
+            "lowers": [str(p) for p in lowers],
+            "snapshot": snapshot,
             "merged": str(merged),
             "listed": listed,
             "owner_pid": owner_pid,
@@ -1402,7 +1421,7 @@ def host_up(
         }
         try:
             (hd / "host.json").write_text(json.dumps(info, indent=2) + "\n")
-            for argv in host_mount_plan(layout, name, layers.lowers):
+            for argv in host_mount_plan(layout, name, lowers):
                 must(argv, f"mounting {argv[-1]}")
                 if argv[-1] == str(merged / "dev"):
                     populate_dev(merged / "dev")
@@ -1458,6 +1477,68 @@ def host_down(layout: Layout, name: str) -> bool:
     return existed
 
 
+SNAPSHOT_NAME_RE = HOST_NAME_RE
+
+
+def read_snapshot(layout: Layout, name: str) -> dict:
+    """The stamp of snapshot `name` (platform, lowers, host, label); EnvironmentProblem if none."""
+    if not SNAPSHOT_NAME_RE.match(name):
+        raise EnvironmentProblem(f"invalid snapshot name {name!r}")
+    stamp = read_stamp(layout.snapshot_dir(name))
+    if not stamp or not (layout.snapshot_dir(name) / "layer").is_dir():
+        raise EnvironmentProblem(
+            f"no snapshot {name}: take one with `sandbox/sandboxctl.py snapshot HOST {name}`"
+        )
+    return stamp
+
+
+def snapshot_host(layout: Layout, host: str, name: str, label: str = "") -> Path:
+    """Turn host `host` into snapshot `name`: the host goes down and its upper dir becomes a read-only
+    layer that later hosts start from (`up --snapshot`), so a converge is done once and reused."""
+    if not SNAPSHOT_NAME_RE.match(name):
+        raise EnvironmentProblem(f"invalid snapshot name {name!r}")
+    info = host_infos(layout).get(host)
+    if not info or not is_up(layout, host):
+        raise EnvironmentProblem(f"host {host} is not up")
+    hd = layout.host_dir(host)
+    with file_lock(layout.state_lock):
+        left = unmount_under(hd)
+        if left:
+            raise SandboxError(f"could not unmount {', '.join(left)}")
+        final = layout.snapshot_dir(name)
+        layout.snapshots.mkdir(parents=True, exist_ok=True)
+        partial = layout.snapshots / f".{name}.partial-{os.getpid()}"
+        safe_rmtree(partial)
+        partial.mkdir()
+        os.rename(hd / "upper", partial / "layer")
+        stamp = {
+            "name": name,
+            "host": host,
+            "platform": info["platform"],
+            "lowers": info["lowers"],
+            "label": label,
+            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (partial / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+        if final.exists():
+            safe_rmtree(final)
+        os.rename(partial, final)
+        safe_rmtree(hd)
+        layout.host_inventory(host).unlink(missing_ok=True)
+        write_inventories(layout)
+    return final / "layer"
+
+
+def snapshot_infos(layout: Layout) -> dict[str, dict]:
+    out = {}
+    if layout.snapshots.is_dir():
+        for d in sorted(layout.snapshots.iterdir()):
+            stamp = read_stamp(d)
+            if stamp and not d.name.startswith("."):
+                out[d.name] = stamp
+    return out
+
+
 def orphan_hosts(layout: Layout) -> list[str]:
     """Hosts brought up by a test process (Python API) that has since died without tearing them down."""
     return [n for n, info in host_infos(layout).items() if not info.get("broken") and not owner_alive(info)]
@@ -1501,10 +1582,17 @@ class SandboxHost:
     dir to chroot into) and h.inventory_path (a one-host inventory inside inventory/, so group_vars apply).
     """
 
-    def __init__(self, name: str, layout: Layout = DEFAULT_LAYOUT, platform: str = DEFAULT_PLATFORM) -> None:
+    def __init__(
+        self,
+        name: str,
+        layout: Layout = DEFAULT_LAYOUT,
+        platform: str = DEFAULT_PLATFORM,
+        snapshot: str | None = None,
+    ) -> None:
         self.name = validate_host_name(name)
         self.layout = layout
         self.platform = platform
+        self.snapshot = snapshot
         self.root = layout.host_dir(name) / "merged"
         self.inventory_path = layout.host_inventory(name)
 
@@ -1523,7 +1611,14 @@ class SandboxHost:
         _install_teardown_hooks()
         _ACTIVE[self.name] = self
         try:
-            host_up(self.layout, self.name, self.platform, listed=False, owner_pid=os.getpid())
+            host_up(
+                self.layout,
+                self.name,
+                self.platform,
+                listed=False,
+                owner_pid=os.getpid(),
+                snapshot=self.snapshot,
+            )
         except BaseException:
             self.down()
             raise
@@ -1600,10 +1695,18 @@ def _cmd_up(args: argparse.Namespace, layout: Layout) -> int:
     for name in names:
         t0 = time.monotonic()
         was_up = is_up(layout, name)
-        root = host_up(layout, name, args.platform)
+        root = host_up(layout, name, args.platform, snapshot=args.snapshot)
         state = "already up" if was_up else f"up in {time.monotonic() - t0:.3f} s"
         print(f"{name}: {state}: {root}")
     print(f"inventory: {layout.inventory_file}")
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace, layout: Layout) -> int:
+    check_root()
+    t0 = time.monotonic()
+    layer = snapshot_host(layout, validate_host_name(args.host), args.name, args.label or "")
+    print(f"{args.host}: now snapshot {args.name} ({time.monotonic() - t0:.2f} s): {layer}")
     return 0
 
 
@@ -1672,6 +1775,11 @@ def status_report(layout: Layout) -> dict:
                 "orphan": not info.get("broken") and not owner_alive(info),
             }
         )
+    report["snapshots"] = [
+        {"name": n, "platform": s.get("platform"), "host": s.get("host"), "taken_at": s.get("taken_at"),
+         "label": s.get("label"), "current": current.get(s.get("platform", "")) == s.get("lowers")}
+        for n, s in snapshot_infos(layout).items()
+    ]
     failures += [f"host {h['name']} is not fully mounted" for h in report["hosts"] if not h["up"]]
     return {"ok": not failures, "failures": failures, **report}
 
@@ -1694,6 +1802,9 @@ def _cmd_status(args: argparse.Namespace, layout: Layout) -> int:
         print(f"host:     {h['name']:<24} {', '.join(flags)}  {h['root']}")
     if not report["hosts"]:
         print("hosts:    none")
+    for s in report["snapshots"]:
+        state = "current" if s["current"] else "OLD LAYERS (unusable)"
+        print(f"snapshot: {s['name']:<24} {s['platform']}, of {s['host']} at {s['taken_at']}, {state}")
     return 0
 
 
@@ -1747,6 +1858,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--prefix", default=DEFAULT_PLATFORM, help=f"name prefix for --count (default: {DEFAULT_PLATFORM})"
     )
+    up.add_argument("--snapshot", metavar="S", help="start the hosts from snapshot S (see `snapshot`)")
+    snap = sub.add_parser("snapshot", help="turn a host into a reusable snapshot: snapshot HOST NAME")
+    snap.add_argument("host", metavar="HOST")
+    snap.add_argument("name", metavar="NAME")
+    snap.add_argument("--label", help="free text kept in the snapshot's stamp (e.g. the inputs' digest)")
     down = sub.add_parser("down", help="unmount and delete hosts")
     down.add_argument("names", nargs="*", metavar="NAME")
     group = down.add_mutually_exclusive_group()
@@ -1767,6 +1883,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "snapshot": _cmd_snapshot,
     "build": _cmd_build,
     "repos": _cmd_repos,
     "up": _cmd_up,

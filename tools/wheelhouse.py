@@ -77,9 +77,15 @@ def sha256_file(path: Path) -> str:
 
 
 def pip_download(
-    out: Path, python: str, platforms: list[str], requirements: list[str], constraints: list[str]
+    out: Path,
+    python: str,
+    platforms: list[str],
+    requirements: list[str],
+    constraints: list[str],
+    find_links: Path | None = None,
 ) -> int:
-    """`pip download` of the pinned set for one target Python into `out`; returns pip's exit code."""
+    """`pip download` of the pinned set for one target Python into `out`; returns pip's exit code. With
+    `find_links`, only from that directory (no index, no network): a subset of an existing wheelhouse."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "requirements.txt"
         con = Path(tmp) / "constraints.txt"
@@ -108,6 +114,8 @@ def pip_download(
         ]
         for tag in platforms:
             cmd += ["--platform", tag]
+        if find_links is not None:
+            cmd += ["--no-index", "--find-links", str(find_links)]
         return subprocess.run(cmd, check=False).returncode
 
 
@@ -140,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         help="system: TensorFlow only; pip: with its CUDA wheels; both (default)",
     )
     ap.add_argument("--tensorflow", help="TensorFlow release (default: gpu_stack_tensorflow_version)")
+    ap.add_argument("--find-links", type=Path, help="take the wheels from this directory only (no network)")
     ap.add_argument("--json", action="store_true", help="print the manifest's summary as JSON")
     args = ap.parse_args(argv)
     try:
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     for python in args.python or DEFAULT_PYTHONS:
         for mode in modes:
             requirements, constraints = requirement_lines(tensorflow, pins, mode)
-            rc = pip_download(out, python, platforms, requirements, constraints)
+            rc = pip_download(out, python, platforms, requirements, constraints, args.find_links)
             if rc != 0:
                 print(
                     f"wheelhouse: pip download for Python {python}, CUDA mode {mode} failed (rc {rc})",

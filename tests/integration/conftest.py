@@ -32,6 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from sandbox import facts as sandbox_facts  # noqa: E402
 from sandbox.sandboxctl import (  # noqa: E402  (needs the repo root on sys.path first)
     DEFAULT_LAYOUT,
     DEFAULT_PLATFORM,
@@ -41,6 +42,7 @@ from sandbox.sandboxctl import (  # noqa: E402  (needs the repo root on sys.path
     host_down,
     load_platforms,
     orphan_hosts,
+    read_snapshot,
 )
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -97,6 +99,41 @@ def fresh_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[
     ["leap160"], indirect=True)`."""
     platform = getattr(request, "param", DEFAULT_PLATFORM)
     with SandboxHost(host_name_for(request.node.name), platform=platform) as host:
+        give_python(host)
+        yield host
+
+
+def give_python(host: SandboxHost) -> None:
+    """On a 15.x platform, install python311 as python_bootstrap's first run would: scenarios compare the host
+    before and after the roles, and that one change is the bootstrap's, tested by the matrix converge."""
+    if sandbox_facts.python_too_old(load_platforms()[host.platform].facts):
+        res = host.run("zypper", "--non-interactive", "install", "--no-recommends", "python311")
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def host_python(host: SandboxHost) -> str:
+    """The interpreter that runs code on the host (15.x: python3.11; there python3 is the 3.6 stand-in)."""
+    too_old = sandbox_facts.python_too_old(load_platforms()[host.platform].facts)
+    return "/usr/bin/python3.11" if too_old else "python3"
+
+
+def converged_snapshot(platform: str) -> str:
+    """The snapshot of the matrix converge of `platform` (make converge snapshot), or fail saying so."""
+    name = f"converged-{platform}-1"
+    try:
+        read_snapshot(DEFAULT_LAYOUT, name)
+    except EnvironmentProblem:
+        pytest.fail(f"no snapshot {name}: run `make converge snapshot` (make test does) first", pytrace=False)
+    return name
+
+
+@pytest.fixture
+def converged_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[SandboxHost]:
+    """A fresh host that starts from the converged snapshot of its platform (site.yml already ran): the
+    default platform, or `@pytest.mark.parametrize("converged_host", ["leap160"], indirect=True)`."""
+    platform = getattr(request, "param", DEFAULT_PLATFORM)
+    snapshot = converged_snapshot(platform)
+    with SandboxHost(host_name_for(request.node.name), platform=platform, snapshot=snapshot) as host:
         yield host
 
 
@@ -113,6 +150,7 @@ def scenario_hosts(
         for case, (platform, _vars) in cases.items():
             name = f"{tag}-{re.sub(r'[^a-z0-9]+', '-', case.lower())}-{uuid.uuid4().hex[:4]}"
             hosts[case] = SandboxHost(name, platform=platform).up()
+            give_python(hosts[case])
         entries = {
             hosts[case].name: {
                 "ansible_connection": "community.general.chroot", "ansible_host": str(hosts[case].root),

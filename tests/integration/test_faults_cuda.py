@@ -1,4 +1,5 @@
-"""Fault scenarios of the preflight, cuda_repo, nvidia_driver and cuda roles, each on a fresh sandbox host.
+"""Fault scenarios of the preflight, cuda_repo, nvidia_driver and cuda roles, each on its own fresh sandbox
+host; one ansible-playbook run covers all of them at once (scenario_hosts).
 
 Each bad input stops the run with a message naming the problem and the fix, and nothing on the host
 changed (installed RPMs and the file tree are as before):
@@ -12,8 +13,10 @@ changed (installed RPMs and the file tree are as before):
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from conftest import diff_snapshots, run_playbook, snapshot
+from conftest import diff_snapshots, run_playbook_on, scenario_hosts, snapshot
 
 pytestmark = pytest.mark.sandbox
 
@@ -22,111 +25,117 @@ TAGS = "preflight,cuda_repo,nvidia_driver,cuda"
 SANDBOX_FINGERPRINT = "EAF843F3D788E462FC3AEFD791AD8E865D0297AF"
 # NVIDIA's real CUDA key: a well-formed fingerprint that the sandbox key does not have
 OTHER_FINGERPRINT = "610C 7B14 E068 A878 070D A4E9 9CD0 A493 D42D 0685"
-DEBIAN_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+DEBIAN_OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 13 (trixie)"
 NAME="Debian GNU/Linux"
-VERSION_ID="12"
-VERSION="12 (bookworm)"
-VERSION_CODENAME=bookworm
+VERSION_ID="13"
+VERSION="13 (trixie)"
+VERSION_CODENAME=trixie
 ID=debian
 HOME_URL="https://www.debian.org/"
 """
 
 
-def _flat(text: str) -> str:
-    """Output with all whitespace runs collapsed (the YAML callback wraps long messages)."""
-    return " ".join(text.split())
+WRONG_SHA = "0" * 64
+# case -> (platform, host vars, messages the failure must name, rpm -qa may gain only this prefix)
+CASES = {
+    "unsupported-os": (
+        "leap160",
+        {},
+        [
+            # Ansible reads the point release from /etc/debian_version: "Debian 13.x" under a trixie stand-in
+            "Unsupported platform: found Debian 13",
+            "(x86_64, os_family Debian); Debian 13 is not a supported distribution.",
+            "Supported: openSUSE Leap 15 (x86_64); openSUSE Leap 16 (x86_64, aarch64); openSUSE Tumbleweed "
+            "(x86_64, aarch64); SLES 15 (x86_64, aarch64); SLES 16 (x86_64, aarch64).",
+        ],
+        None,
+    ),
+    "wrong-key-fingerprint": (
+        "leap156",
+        {"cuda_repo_gpgkey_fingerprint": OTHER_FINGERPRINT},
+        [
+            "Not trusting the CUDA repository signing key",
+            "/srv/sandbox-repos/keys/nvidia.asc:",
+            SANDBOX_FINGERPRINT,
+            "Expected fingerprint 610C7B14E068A878070DA4E99CD0A493D42D0685 (cuda_repo_gpgkey_fingerprint).",
+            "No repository was added and no package installed.",
+        ],
+        None,
+    ),
+    "local-installer-wrong-sha256": (
+        "leap156",
+        {"cuda_repo_route": "local_installer", "cuda_repo_local_installer_sha256": WRONG_SHA},
+        [
+            "sha256 mismatch for local installer /srv/sandbox-repos/local-installer/"
+            "cuda-repo-opensuse15-12-5-local-12.5.1_555.42.06-1.x86_64.rpm (on the host):",
+            f"expected {WRONG_SHA} (cuda_repo_local_installer_sha256).",
+            "Not installing it; nothing was changed.",
+        ],
+        None,
+    ),
+    "cuda-12.3-for-tf-2.21": (
+        "leap156",
+        {"gpu_stack_cuda_version": "12.3"},
+        [
+            "The pinned versions are not a build TensorFlow was tested with: "
+            "CUDA 12.3 does not match TensorFlow 2.21 (built for CUDA 12.5).",
+            "Versions that fit: TensorFlow 2.21 fits CUDA 12.5, cuDNN 9.3.x and Python 3.10-3.13.",
+            "or set gpu_stack_version_override: true",
+        ],
+        None,
+    ),
+    "tf-2.16-on-cuda-12.5": (
+        "sles15",
+        {"gpu_stack_tensorflow_version": "2.16.2"},
+        [
+            "CUDA 12.5 does not match TensorFlow 2.16 (built for CUDA 12.3); "
+            "cuDNN 9.3.0.75 does not match TensorFlow 2.16 (built for cuDNN 8.9).",
+            "Versions that fit: TensorFlow 2.16 fits CUDA 12.3, cuDNN 8.9.x and Python 3.9-3.12.",
+        ],
+        None,
+    ),
+    # An unreachable repository: the repository file and the key may be in place (the run was asked to
+    # add them), but no package from it
+    "unreachable-repository": (
+        "leap156",
+        {"cuda_repo_baseurl": "file:/srv/sandbox-repos/cuda/no-such-dir"},
+        [
+            "Cannot refresh the CUDA repository cuda-opensuse15-x86_64",
+            "(file:/srv/sandbox-repos/cuda/no-such-dir)",
+            "Check the URL (cuda_repo_baseurl, cuda_repo_mirror)",
+            "No package was installed.",
+        ],
+        "gpg-pubkey-5d0297af-",
+    ),
+}
 
 
-def _fails_saying(res, *messages: str) -> None:
-    out = _flat(res.stdout)
-    assert res.returncode != 0, res.stdout[-3000:]
-    for message in messages:
-        assert message in out, f"{message!r} not in output:\n{res.stdout[-3000:]}"
+@pytest.fixture(scope="module")
+def faults(sandbox_ready):
+    cases = {case: (platform, host_vars) for case, (platform, host_vars, _m, _k) in CASES.items()}
+    with scenario_hosts("fault", cases) as (inventory, hosts):
+        os_release = hosts["unsupported-os"].root / "etc" / "os-release"
+        if os_release.is_symlink():
+            os_release.unlink()
+        os_release.write_text(DEBIAN_OS_RELEASE)
+        before = {case: snapshot(host) for case, host in hosts.items()}
+        res = run_playbook_on(inventory, ",".join(h.name for h in hosts.values()), PLAYBOOK, tags=TAGS)
+        yield res, hosts, before
 
 
-def test_unsupported_os(fresh_host) -> None:
-    os_release = fresh_host.root / "etc" / "os-release"
-    if os_release.is_symlink():
-        os_release.unlink()
-    os_release.write_text(DEBIAN_OS_RELEASE)
-    before = snapshot(fresh_host)
-    res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS)
-    _fails_saying(
-        res,
-        # Ansible reads the point release from /etc/debian_version: "Debian 12.x"
-        "Unsupported platform: found Debian 12",
-        "(x86_64, os_family Debian); Debian 12 is not a supported distribution.",
-        "Supported: openSUSE Leap 15 (x86_64); openSUSE Leap 16 (x86_64, aarch64); openSUSE Tumbleweed "
-        "(x86_64, aarch64); SLES 15 (x86_64, aarch64); SLES 16 (x86_64, aarch64).",
-    )
-    assert diff_snapshots(before, snapshot(fresh_host)) == []
-
-
-def test_wrong_key_fingerprint(fresh_host) -> None:
-    before = snapshot(fresh_host)
-    res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS,
-                       extra_vars={"cuda_repo_gpgkey_fingerprint": OTHER_FINGERPRINT})
-    _fails_saying(
-        res,
-        "Not trusting the CUDA repository signing key",
-        "/srv/sandbox-repos/cuda/opensuse15/x86_64/5D0297AF.pub:",
-        "does not match any key fingerprints",
-        SANDBOX_FINGERPRINT,
-        "Expected fingerprint 610C7B14E068A878070DA4E99CD0A493D42D0685 (cuda_repo_gpgkey_fingerprint).",
-        "No repository was added and no package installed.",
-    )
-    assert diff_snapshots(before, snapshot(fresh_host)) == []
-
-
-def test_local_installer_wrong_sha256(fresh_host) -> None:
-    wrong = "0" * 64
-    before = snapshot(fresh_host)
-    res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS, extra_vars={
-        "cuda_repo_route": "local_installer", "cuda_repo_local_installer_sha256": wrong})
-    _fails_saying(
-        res,
-        "sha256 mismatch for local installer /srv/sandbox-repos/local-installer/"
-        "cuda-repo-opensuse15-12-5-local-12.5.1_555.42.06-1.x86_64.rpm (on the host):",
-        f"expected {wrong} (cuda_repo_local_installer_sha256). Not installing it; nothing was changed.",
-    )
-    assert diff_snapshots(before, snapshot(fresh_host)) == []
-
-
-@pytest.mark.parametrize(
-    ("extra_vars", "messages"),
-    [
-        ({"gpu_stack_cuda_version": "12.3"},
-         ["The pinned versions are not a build TensorFlow was tested with: "
-          "CUDA 12.3 does not match TensorFlow 2.21 (built for CUDA 12.5).",
-          "Versions that fit: TensorFlow 2.21 fits CUDA 12.5, cuDNN 9.3.x and Python 3.10-3.13.",
-          "or set gpu_stack_version_override: true"]),
-        ({"gpu_stack_tensorflow_version": "2.16.2"},
-         ["CUDA 12.5 does not match TensorFlow 2.16 (built for CUDA 12.3); "
-          "cuDNN 9.3.0.75 does not match TensorFlow 2.16 (built for cuDNN 8.9).",
-          "Versions that fit: TensorFlow 2.16 fits CUDA 12.3, cuDNN 8.9.x and Python 3.9-3.12."]),
-    ],
-    ids=["cuda-12.3-for-tf-2.21", "tf-2.16-on-cuda-12.5"],
-)
-def test_incompatible_pins(fresh_host, extra_vars: dict, messages: list[str]) -> None:
-    before = snapshot(fresh_host)
-    res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS, extra_vars=extra_vars)
-    _fails_saying(res, *messages)
-    assert diff_snapshots(before, snapshot(fresh_host)) == []
-
-
-def test_unreachable_repository_stops_before_packages(fresh_host) -> None:
-    before = snapshot(fresh_host)
-    res = run_playbook(fresh_host, PLAYBOOK, tags=TAGS, extra_vars={
-        "cuda_repo_baseurl": "file:/srv/sandbox-repos/cuda/no-such-dir"})
-    _fails_saying(
-        res,
-        "Cannot refresh the CUDA repository cuda-opensuse15-x86_64",
-        "(file:/srv/sandbox-repos/cuda/no-such-dir)",
-        "Check the URL (cuda_repo_baseurl, cuda_repo_mirror)",
-        "No package was installed.",
-    )
-    after = snapshot(fresh_host)
-    added = set(after["rpm"]) - set(before["rpm"])
-    # only the trusted key (rpm keeps keys as gpg-pubkey packages), no package from the repository
-    assert all(p.startswith("gpg-pubkey-5d0297af-") for p in added), added
-    assert set(before["rpm"]) <= set(after["rpm"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_stops_and_says_why(faults, case: str) -> None:
+    res, hosts, before = faults
+    host = hosts[case]
+    assert re.search(rf"{re.escape(host.name)}\s+:.*failed=1", res.stdout), res.stdout[-3000:]
+    out = " ".join(res.stdout.split())  # the YAML callback wraps long messages
+    for message in CASES[case][2]:
+        assert message in out, f"{case}: {message!r} not in the output"
+    after = snapshot(host)
+    allowed = CASES[case][3]
+    if allowed is None:
+        assert diff_snapshots(before[case], after) == [], case
+    else:
+        added = set(after["rpm"]) - set(before[case]["rpm"])
+        assert all(p.startswith(allowed) for p in added), added
+        assert set(before[case]["rpm"]) <= set(after["rpm"])

@@ -29,6 +29,7 @@ from conftest import (
     REPO_ROOT,
     diff_snapshots,
     failure_text,
+    host_python,
     install_cuda_toolkit,
     run_playbook,
     run_playbook_on,
@@ -229,7 +230,7 @@ def test_layouts_and_sources_converge(cuda_host, extra_vars: dict) -> None:
     verify = cuda_host.run("sh", "-c", "rpm -qa 'cuda*' 'libcu*' | xargs rpm -V")
     assert verify.returncode == 0 and verify.stdout == "", verify.stdout + verify.stderr
     code = f"import ctypes; print(ctypes.CDLL('libcudnn.so.{MAJOR}').cudnnGetVersion())"
-    load = cuda_host.run("python3", "-c", code)
+    load = cuda_host.run(host_python(cuda_host), "-c", code)
     assert load.stdout.strip() == str(VERSION_INT), load.stdout + load.stderr
 
 
@@ -264,7 +265,7 @@ def test_rpm_route_converges_and_removes_only_its_packages(cuda_host) -> None:
     packages = [f"libcudnn{MAJOR}-cuda-{cuda_major}", f"libcudnn{MAJOR}-devel-cuda-{cuda_major}"]
     assert cuda_host.run("rpm", "-q", *packages).returncode == 0
     code = f"import ctypes; print(ctypes.CDLL('libcudnn.so.{MAJOR}').cudnnGetVersion())"
-    assert cuda_host.run("python3", "-c", code).stdout.strip() == str(VERSION_INT)
+    assert cuda_host.run(host_python(cuda_host), "-c", code).stdout.strip() == str(VERSION_INT)
 
     switch = run_playbook(cuda_host, PLAYBOOK, tags="cudnn")
     assert switch.returncode != 0 and "was installed from RPMs by this project" in _flat(switch.stdout)

@@ -120,10 +120,6 @@ def stopped(sandbox_ready):
         before = {}
         for case, host in hosts.items():
             pci_fixtures.write_tree(STOP_TREES.get(case, case), host.root / PCI.lstrip("/"))
-            # python_bootstrap installs python311 on 15.x before preflight: give it beforehand, so that
-            # the snapshots compare only what the roles would do
-            if STOPS[case][0] in ("leap156", "sles15"):
-                assert host.run("zypper", "--non-interactive", "install", "python311").returncode == 0
             before[case] = snapshot(host)
         res = run_playbook_on(inventory, ",".join(h.name for h in hosts.values()), "site.yml")
         yield res, hosts, before
@@ -138,3 +134,25 @@ def test_preflight_stops_before_any_change(stopped, case: str) -> None:
     for text in STOPS[case][2]:
         assert text in flat, f"{case}: the failure does not name {text!r}"
     assert diff_snapshots(before[case], snapshot(host)) == [], f"{case}: the run changed the host"
+
+
+def test_legacy_gpu_where_no_legacy_driver_is_offered(sandbox_ready) -> None:
+    """Leap 16.0's graphics repository has no G06 proprietary kmp: the driver role stops, naming the GPU
+    and the package it looked for (after the repository was added: only the repository says so)."""
+    with scenario_hosts("nolegacy", {"gtx1080ti": ("leap160", {"preflight_pci_devices_path": PCI})}) as (
+        inventory,
+        hosts,
+    ):
+        host = hosts["gtx1080ti"]
+        pci_fixtures.write_tree("gtx1080ti", host.root / PCI.lstrip("/"))
+        res = run_playbook_on(inventory, host.name, "playbooks/provision.yml", tags=DRIVER_TAGS)
+        flat = " ".join(res.stdout.split())
+        assert res.returncode != 0
+        for text in (
+            "nvidia-driver-G06-kmp-default",
+            "is not in the enabled repositories",
+            "NVIDIA GeForce GTX 1080 Ti",
+            "Available: none",
+        ):
+            assert text in flat, text
+        assert host.run("rpm", "-qa", "nvidia*kmp*").stdout.strip() == ""

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO_ROOT, host_name_for, run_playbook
 
 from sandbox.sandboxctl import SandboxHost  # conftest put the repository root on sys.path
@@ -94,6 +95,55 @@ def test_check_mode_on_the_validated_host_changes_nothing(validated, reports: Pa
                        extra_vars={"gpu_validation_reports_dir": str(reports)})
     assert res.returncode == 0, res.stdout[-5000:]
     assert _recap(res)["changed"] == 0, changed_tasks(res.stdout)
+
+
+VENV = "/opt/gpu-stack/venv"
+CPU_BUILD_INFO = (
+    "build_info = collections.OrderedDict([('cpu_compiler', 'clang 18'), ('is_cuda_build', False), "
+    "('is_rocm_build', False), ('is_tensorrt_build', False)])"
+)
+
+
+def _pinned_tensorflow() -> str:
+    """gpu_stack_tensorflow_version of the inventory: what the ml_venv role installed."""
+    versions = REPO_ROOT / "inventory" / "group_vars" / "all" / "versions.yml"
+    return str(yaml.safe_load(versions.read_text(encoding="utf-8"))["gpu_stack_tensorflow_version"])
+
+
+def _host_doctor(host) -> tuple[int, dict]:
+    res = host.run(f"{VENV}/bin/gpu-doctor", "--json", "--require-tensorflow")
+    assert res.returncode in (0, 1), res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_tensorflow_without_gpu_support_is_a_failure(validated) -> None:
+    """A TensorFlow build without CUDA (what tensorflow-cpu is: its build info says is_cuda_build False)
+    in the ML venv: the stack promises a CUDA build, so the doctor fails, GPU or not, and names the fix."""
+    host, first = validated
+    assert first.returncode == 0
+    site = f"{VENV.lstrip('/')}-*/lib/python3*/site-packages"
+    (info,) = Path(host.root).glob(f"{site}/tensorflow/python/platform/build_info.py")
+    original = info.read_text(encoding="utf-8")
+    lines = [CPU_BUILD_INFO if line.startswith("build_info = ") else line for line in original.splitlines()]
+    info.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        rc, report = _host_doctor(host)
+    finally:
+        info.write_text(original, encoding="utf-8")
+    assert rc == 1
+    version = _pinned_tensorflow()
+    # pip mode (NVIDIA's CUDA wheels): TensorFlow comes back with the extra that pins them
+    pip = f"'tensorflow[and-cuda]=={version}'" if report["cuda_mode"] == "pip" else f"tensorflow=={version}"
+    (fail,) = [f for f in report["failures"] if f["check"] == "tensorflow"]
+    assert fail["message"] == (
+        f"TensorFlow {version} (tensorflow) is a build without GPU support (is_cuda_build false)"
+    )
+    assert fail["fix"] == (
+        f"{VENV}/bin/python -m pip uninstall -y tensorflow && {VENV}/bin/python -m pip install "
+        f"{pip} (or converge the ml_venv role again)"
+    )
+    assert report["expected"]["source"] == "pins"  # the libraries are then checked against the pins
+    assert _host_doctor(host)[0] == 0
 
 
 def test_broken_stack_fails_after_the_reports_are_fetched(validated, reports: Path) -> None:

@@ -1,34 +1,27 @@
-"""fleet_report.py on canned reports shaped like gpu_doctor.py, mnist_benchmark.py and propagation.py output.
+"""The fleet report (gpu-fleet-report) on canned reports shaped like the output of gpu-doctor,
+mnist-benchmark and gpu-propagation.
 
 The canned dicts carry the keys the fleet report reads (and a few it ignores); the `*_schema` tests feed
-it reports produced by the real scripts, so a renamed key in a validator breaks a test here.
+it reports produced by the real commands, so a renamed key in a validator breaks a test here.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from gpu_stack_validation import fleet
+from gpu_stack_validation.benchmark import cli as bench
+from gpu_stack_validation.benchmark.core import finalize_run
+from gpu_stack_validation.propagation import cli as prop
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "validation" / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fleet = _load("fleet_report")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -36,31 +29,62 @@ fleet = _load("fleet_report")
 
 
 def doctor_gpu(ok: bool = True) -> dict[str, Any]:
-    failures = [] if ok else [{"check": "libraries", "message": "libcudnn.so.9: not installed",
-                               "fix": "zypper install libcudnn9-cuda-12"}]
+    failures = (
+        []
+        if ok
+        else [
+            {
+                "check": "libraries",
+                "message": "libcudnn.so.9: not installed",
+                "fix": "zypper install libcudnn9-cuda-12",
+            }
+        ]
+    )
     return {
-        "tool": "gpu_doctor", "schema": 1, "ok": ok, "exit_code": 0 if ok else 1, "mode": "gpu",
+        "tool": "gpu_doctor",
+        "schema": 1,
+        "ok": ok,
+        "exit_code": 0 if ok else 1,
+        "mode": "gpu",
         "verdict": "OK: 2 GPU (NVIDIA H200)" if ok else "FAIL: ...",
         "checks": {
-            "gpu": {"status": "ok", "found": True, "count": 2, "gpus": [
-                {"index": 0, "name": "NVIDIA H200", "memory_total_mib": 143771},
-                {"index": 1, "name": "NVIDIA H200", "memory_total_mib": 143771}]},
+            "gpu": {
+                "status": "ok",
+                "found": True,
+                "count": 2,
+                "gpus": [
+                    {"index": 0, "name": "NVIDIA H200", "memory_total_mib": 143771},
+                    {"index": 1, "name": "NVIDIA H200", "memory_total_mib": 143771},
+                ],
+            },
             "cuda_driver": {"status": "ok", "driver_api_version": 12080, "driver_api": "12.8"},
             "driver_version": {"status": "ok", "version": "570.133.20"},
             "cuda_runtime": {"status": "ok", "runtime_version": 12050, "runtime": "12.5"},
-            "cudnn": {"status": "ok" if ok else "skip", "runtime_version": 90300 if ok else None,
-                      "runtime": "9.3.0" if ok else None},
-            "tensorflow": {"status": "ok", "installed": True, "version": "2.20.0",
-                           "gpus": [{"name": "/physical_device:GPU:0"}, {"name": "/physical_device:GPU:1"}],
-                           "log_hints": []},
+            "cudnn": {
+                "status": "ok" if ok else "skip",
+                "runtime_version": 90300 if ok else None,
+                "runtime": "9.3.0" if ok else None,
+            },
+            "tensorflow": {
+                "status": "ok",
+                "installed": True,
+                "version": "2.20.0",
+                "gpus": [{"name": "/physical_device:GPU:0"}, {"name": "/physical_device:GPU:1"}],
+                "log_hints": [],
+            },
         },
-        "failures": failures, "warnings": [],
+        "failures": failures,
+        "warnings": [],
     }
 
 
 def doctor_cpu_only() -> dict[str, Any]:
     return {
-        "tool": "gpu_doctor", "schema": 1, "ok": True, "exit_code": 0, "mode": "cpu-only",
+        "tool": "gpu_doctor",
+        "schema": 1,
+        "ok": True,
+        "exit_code": 0,
+        "mode": "cpu-only",
         "checks": {
             "gpu": {"status": "ok", "found": False, "count": 0, "gpus": []},
             "cuda_driver": {"status": "warn", "driver_api_version": 12050, "driver_api": "12.5"},
@@ -69,13 +93,20 @@ def doctor_cpu_only() -> dict[str, Any]:
             "cudnn": {"status": "ok", "runtime_version": 90300, "runtime": None},
             "tensorflow": {"status": "ok", "installed": True, "version": "2.20.0", "gpus": []},
         },
-        "failures": [], "warnings": [],
+        "failures": [],
+        "warnings": [],
     }
 
 
 def bench_run(device: str, mode: str, batch: int, rate: float | None, error: str | None = None) -> dict:
-    return {"device": device, "mode": mode, "batch_size": batch, "samples_per_s": rate,
-            "steady_epoch_s": 60000 / rate if rate else None, "error": error}
+    return {
+        "device": device,
+        "mode": mode,
+        "batch_size": batch,
+        "samples_per_s": rate,
+        "steady_epoch_s": 60000 / rate if rate else None,
+        "error": error,
+    }
 
 
 def benchmark(gpu: bool = True, ok: bool = True) -> dict[str, Any]:
@@ -87,9 +118,16 @@ def benchmark(gpu: bool = True, ok: bool = True) -> dict[str, Any]:
                 runs.append(bench_run("gpu", mode, batch, gpu_rate * scale))
     # a worse repeat of a run must not replace the best one
     runs.append(bench_run("cpu", "article", 30000, 1000.0))
-    return {"tool": "mnist_benchmark", "schema_version": 1, "ok": ok,
-            "failures": [] if ok else ["gpu resident batch 30000: the loss did not fall (2.3 -> 2.4)"],
-            "backend": "tensorflow", "data": "synthetic", "runs": runs, "speedups": []}
+    return {
+        "tool": "mnist_benchmark",
+        "schema_version": 1,
+        "ok": ok,
+        "failures": [] if ok else ["gpu resident batch 30000: the loss did not fall (2.3 -> 2.4)"],
+        "backend": "tensorflow",
+        "data": "synthetic",
+        "runs": runs,
+        "speedups": [],
+    }
 
 
 def propagation(gpu: bool = True) -> dict[str, Any]:
@@ -97,10 +135,16 @@ def propagation(gpu: bool = True) -> dict[str, Any]:
         rows = [{"batch": b, "batched_pct_of_peak": p} for b, p in zip((64, 8192, 512), pcts, strict=True)]
         return {"backend": backend, "gemm_peak_gflops": 1000.0, "rows": rows}
 
-    return {"tool": "propagation", "schema_version": 1, "ok": True, "failures": [],
-            "blas": {"blas": "openblas"}, "numpy": section("numpy", [20.0, 91.5, 60.0]),
-            "gpu": section("cupy", [1.0, 71.0, 30.0]) if gpu else None,
-            "goal": {"value_pct": 91.5}}
+    return {
+        "tool": "propagation",
+        "schema_version": 1,
+        "ok": True,
+        "failures": [],
+        "blas": {"blas": "openblas"},
+        "numpy": section("numpy", [20.0, 91.5, 60.0]),
+        "gpu": section("cupy", [1.0, 71.0, 30.0]) if gpu else None,
+        "goal": {"value_pct": 91.5},
+    }
 
 
 def write_host(reports: Path, host: str, **docs: Any) -> Path:
@@ -130,9 +174,17 @@ def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("value", "kind", "want"),
-    [(12050, "cuda", "12.5"), (12080, "cuda", "12.8"), (90300, "cudnn", "9.3.0"), (8907, "cudnn", "8.9.7"),
-     ("12.5", "plain", "12.5"), (None, "cuda", None), ("", "plain", None), (True, "plain", None),
-     ({"version": "9.3.0"}, "plain", "9.3.0")],
+    [
+        (12050, "cuda", "12.5"),
+        (12080, "cuda", "12.8"),
+        (90300, "cudnn", "9.3.0"),
+        (8907, "cudnn", "8.9.7"),
+        ("12.5", "plain", "12.5"),
+        (None, "cuda", None),
+        ("", "plain", None),
+        (True, "plain", None),
+        ({"version": "9.3.0"}, "plain", "9.3.0"),
+    ],
 )
 def test_version_text(value: Any, kind: str, want: str | None) -> None:
     assert fleet._version(value, kind) == want
@@ -146,8 +198,16 @@ def test_dig_takes_the_first_path_that_holds_a_value() -> None:
 
 def test_doctor_summary_gpu_host() -> None:
     s = fleet.doctor_summary(doctor_gpu())
-    assert s == {"verdict": "ok", "ok": True, "gpu": "2 x NVIDIA H200", "driver": "570.133.20",
-                 "cuda": "12.5", "cudnn": "9.3.0", "tf_gpus": 2, "failures": []}
+    assert s == {
+        "verdict": "ok",
+        "ok": True,
+        "gpu": "2 x NVIDIA H200",
+        "driver": "570.133.20",
+        "cuda": "12.5",
+        "cudnn": "9.3.0",
+        "tf_gpus": 2,
+        "failures": [],
+    }
 
 
 def test_doctor_summary_cpu_only_falls_back_to_integer_versions() -> None:
@@ -186,10 +246,24 @@ def test_benchmark_summary_cpu_only_has_no_ratio() -> None:
 
 
 def test_benchmark_summary_skips_failed_and_malformed_runs() -> None:
-    report = {"runs": [bench_run("gpu", "article", 30000, 5.0, error="OOM"), {"mode": "article"}, "junk",
-                       bench_run("cpu", "article", 128, 10.0), bench_run("tpu", "article", 99999, 1.0)]}
+    report = {
+        "runs": [
+            bench_run("gpu", "article", 30000, 5.0, error="OOM"),
+            {"mode": "article"},
+            "junk",
+            bench_run("cpu", "article", 128, 10.0),
+            bench_run("tpu", "article", 99999, 1.0),
+        ]
+    }
     s = fleet.benchmark_summary(report)
-    assert s["modes"]["article"] == {"batch": 128, "cpu": 10.0, "gpu": None, "ratio": None}
+    assert s["modes"]["article"] == {
+        "batch": 128,
+        "cpu": 10.0,
+        "gpu": None,
+        "ratio": None,
+        "cpu_pct": None,
+        "gpu_pct": None,
+    }
     assert s["modes"]["resident"]["batch"] is None
 
 
@@ -201,8 +275,15 @@ def test_propagation_summary_uses_the_largest_batch() -> None:
 
 
 def test_host_row_collects_failures_of_every_tool() -> None:
-    row = fleet.host_row("ws1", {"doctor": doctor_gpu(ok=False), "benchmark": benchmark(ok=False),
-                                 "propagation": {"ok": False, "failures": []}}, ["x.json is unreadable"])
+    row = fleet.host_row(
+        "ws1",
+        {
+            "doctor": doctor_gpu(ok=False),
+            "benchmark": benchmark(ok=False),
+            "propagation": {"ok": False, "failures": []},
+        },
+        ["x.json is unreadable"],
+    )
     assert not row["ok"]
     assert row["failures"] == [
         "x.json is unreadable",
@@ -214,19 +295,24 @@ def test_host_row_collects_failures_of_every_tool() -> None:
 
 
 def test_markdown_row_and_failures_section() -> None:
-    rows = [fleet.host_row("gpu|ws", {"doctor": doctor_gpu(), "benchmark": benchmark(),
-                                      "propagation": propagation()}),
-            fleet.host_row("cpu1", {"doctor": doctor_gpu(ok=False)})]
+    rows = [
+        fleet.host_row(
+            "gpu|ws", {"doctor": doctor_gpu(), "benchmark": benchmark(), "propagation": propagation()}
+        ),
+        fleet.host_row("cpu1", {"doctor": doctor_gpu(ok=False)}),
+    ]
     md = fleet.render_markdown(rows)
     lines = md.splitlines()
     header = next(line for line in lines if line.startswith("| host"))
-    assert header.count("|") == 18
+    assert header.count("|") == 19
     gpu_row = next(line for line in lines if line.startswith("| gpu\\|ws"))
-    assert gpu_row == ("| gpu\\|ws | ok | ok | 2 x NVIDIA H200 | 570.133.20 | 12.5 | 9.3.0 | 2 | SYNTHETIC "
-                       "| 30000 | 186,000 | 560,000 | 3.0x | 270,000 | 17,600,000 | 65.2x | 92% (71% GPU) |")
+    assert gpu_row == (
+        "| gpu\\|ws | ok | ok | 2 x NVIDIA H200 | 570.133.20 | 12.5 | 9.3.0 | 2 | SYNTHETIC "
+        "| 30000 | 186,000 | 560,000 | 3.0x | 270,000 | 17,600,000 | 65.2x | n/a / n/a | 92% (71% GPU) |"
+    )
     cpu_row = next(line for line in lines if line.startswith("| cpu1"))
     assert "| FAIL | FAIL (1) |" in cpu_row
-    assert cpu_row.endswith("| n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+    assert cpu_row.endswith("| n/a | n/a | n/a | n/a | n/a | n/a | n/a / n/a | n/a |")
     assert "## Failures" in md and "- **cpu1**: doctor: libcudnn.so.9: not installed" in md
     assert md == fleet.render_markdown(rows)  # deterministic
 
@@ -241,9 +327,15 @@ def run_main(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]
 
 
 def test_main_writes_the_summary_once_then_reports_unchanged(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None) -> None:
-    write_host(tmp_path, "b-host", doctor=doctor_cpu_only(), benchmark=benchmark(gpu=False),
-               propagation=propagation(gpu=False))
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None
+) -> None:
+    write_host(
+        tmp_path,
+        "b-host",
+        doctor=doctor_cpu_only(),
+        benchmark=benchmark(gpu=False),
+        propagation=propagation(gpu=False),
+    )
     write_host(tmp_path, "a-host", doctor=doctor_gpu(), benchmark=benchmark(), propagation=propagation())
     (tmp_path / "not-a-host").mkdir()
     rc, out = run_main("--reports", str(tmp_path), capsys=capsys)
@@ -259,7 +351,8 @@ def test_main_writes_the_summary_once_then_reports_unchanged(
 
 
 def test_main_dry_run_writes_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None
+) -> None:
     write_host(tmp_path, "h1", doctor=doctor_gpu())
     rc, out = run_main("--reports", str(tmp_path), "--dry-run", capsys=capsys)
     assert rc == 0 and out["changed"] and out["dry_run"]
@@ -267,7 +360,8 @@ def test_main_dry_run_writes_nothing(
 
 
 def test_main_removes_a_png_it_can_no_longer_render(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None
+) -> None:
     write_host(tmp_path, "h1", doctor=doctor_gpu())
     (tmp_path / "fleet.png").write_bytes(b"old")
     rc, out = run_main("--reports", str(tmp_path), capsys=capsys)
@@ -275,7 +369,8 @@ def test_main_removes_a_png_it_can_no_longer_render(
 
 
 def test_main_exit_1_on_failed_unreadable_or_missing_reports(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None
+) -> None:
     write_host(tmp_path, "bad", doctor=doctor_gpu(ok=False), benchmark="{not json")
     write_host(tmp_path, "good", doctor=doctor_gpu())
     rc, out = run_main("--reports", str(tmp_path), "--hosts", "bad,good,gone", capsys=capsys)
@@ -299,8 +394,9 @@ def test_main_exit_2_on_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rc == 2 and not out["ok"] and out["failures"]
 
 
-def test_main_prints_the_table_without_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                            no_matplotlib: None) -> None:
+def test_main_prints_the_table_without_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_matplotlib: None
+) -> None:
     write_host(tmp_path, "h1", doctor=doctor_gpu())
     assert fleet.main(["--reports", str(tmp_path), "--no-png"]) == 0
     captured = capsys.readouterr()
@@ -309,7 +405,6 @@ def test_main_prints_the_table_without_json(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_png_is_rendered_and_stable_when_matplotlib_is_there(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     write_host(tmp_path, "h1", doctor=doctor_gpu(), benchmark=benchmark(), propagation=propagation())
     write_host(tmp_path, "h2", doctor=doctor_cpu_only())
     first = fleet.build_report(tmp_path)["png"]
@@ -322,10 +417,25 @@ def test_png_is_rendered_and_stable_when_matplotlib_is_there(tmp_path: Path) -> 
 
 
 def test_doctor_schema(tmp_path: Path) -> None:
-    """gpu_doctor.py on this machine: whatever it finds, the fleet row shows its verdict and GPU column."""
+    """gpu-doctor on this machine: whatever it finds, the fleet row shows its verdict and GPU column."""
     pins = REPO / "tests" / "unit" / "fixtures" / "doctor" / "pins.json"
-    res = subprocess.run([sys.executable, str(SCRIPTS / "gpu_doctor.py"), "--json", "--skip-tensorflow",
-                          "--pins", str(pins)], capture_output=True, text=True, timeout=120, check=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "validation" / "src"))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_stack_validation.doctor.cli",
+            "--json",
+            "--skip-tensorflow",
+            "--pins",
+            str(pins),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
     assert res.returncode in (0, 1), res.stderr
     s = fleet.doctor_summary(json.loads(res.stdout))
     assert s["verdict"] in ("ok", f"FAIL ({len(s['failures'])})")
@@ -333,31 +443,51 @@ def test_doctor_schema(tmp_path: Path) -> None:
 
 
 def test_benchmark_schema() -> None:
-    """mnist_benchmark.run_benchmark with a canned worker: the fleet reads its runs."""
-    bench = _load("mnist_benchmark")
+    """mnist-benchmark's run_benchmark with a canned worker: the fleet reads its runs."""
 
     def runner(config: dict, _env: dict, _timeout: float) -> dict:
         runs = []
         for mode in config["modes"]:
             for batch in config["batch_sizes"]:
-                run = {"device": config["device"], "mode": mode, "batch_size": batch, "epochs": 2,
-                       "error": None, "epoch_times_s": [1.0, 0.5 if config["device"] == "cpu" else 0.1],
-                       "loss_fell": True}
-                runs.append(bench.finalize_run(run, config["samples"], 10.0))
+                run = {
+                    "device": config["device"],
+                    "mode": mode,
+                    "batch_size": batch,
+                    "epochs": 2,
+                    "error": None,
+                    "epoch_times_s": [1.0, 0.5 if config["device"] == "cpu" else 0.1],
+                    "loss_fell": True,
+                }
+                runs.append(finalize_run(run, config["samples"], 10.0))
         return {"status": "ok", "device": config["device"], "runs": runs}
 
-    report = bench.run_benchmark(data="synthetic", device="both", batch_sizes=[128, 1024], epochs=2,
-                                 subset=6000, runner=runner, probe=lambda: (True, "canned"))
+    report = bench.run_benchmark(
+        data="synthetic",
+        device="both",
+        batch_sizes=[128, 1024],
+        epochs=2,
+        subset=6000,
+        runner=runner,
+        probe=lambda: (True, "canned"),
+    )
     s = fleet.benchmark_summary(json.loads(json.dumps(report)))
     assert s["ok"] is True and s["data"] == "synthetic"
-    assert s["modes"]["resident"] == {"batch": 1024, "cpu": 12000.0, "gpu": 60000.0, "ratio": 5.0}
+    assert s["modes"]["resident"] == {
+        "batch": 1024,
+        "cpu": 12000.0,
+        "gpu": 60000.0,
+        "ratio": 5.0,
+        "cpu_pct": s["modes"]["resident"]["cpu_pct"],
+        "gpu_pct": s["modes"]["resident"]["gpu_pct"],
+    }
+    # TFLOP/s with the corrected count, against the canned 10 TFLOP/s peak
+    assert s["modes"]["resident"]["gpu_pct"] == pytest.approx(100 * 6000 * 1636352 / 0.1 / 1e12 / 10.0)
 
 
 def test_propagation_schema() -> None:
-    """propagation.run_propagation on a tiny network (needs numpy): the fleet reads its percent of peak."""
-    pytest.importorskip("numpy")
-    prop = _load("propagation")
-    report = prop.run_propagation(nodes=[8, 8, 8], batches=[1, 4], gpu="none", loop_cap=4, peak_size=32,
-                                  repeat=1)
+    """gpu-propagation's run_propagation on a tiny network: the fleet reads its percent of peak."""
+    report = prop.run_propagation(
+        nodes=[8, 8, 8], batches=[1, 4], gpu="none", loop_cap=4, peak_size=32, repeat=1
+    )
     s = fleet.propagation_summary(json.loads(json.dumps(report)))
     assert s["ok"] is True and s["numpy_pct"] is not None and s["gpu_pct"] is None

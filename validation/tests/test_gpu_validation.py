@@ -1,5 +1,6 @@
-"""gpu_validation: validators installed in the ML virtualenv, the doctor's pins file equal to the inventory's
-pins, the last measurement kept on the host, and its verdicts recorded as local facts
+"""gpu_validation: the validation package installed in the ML virtualenv from the wheel built of this
+checkout, its commands in the virtualenv's bin/, the doctor's pins file equal to the inventory's pins,
+the last measurement kept on the host, and its verdicts recorded as local facts
 (/etc/ansible/facts.d/gpu_stack.fact, readable as ansible_local.gpu_stack).
 
 Expected values come from the inventory (`stack_vars`): the gpu_stack_* pins, ml_venv_path and the role
@@ -8,18 +9,16 @@ inputs gpu_validation_* where the inventory sets them (role defaults otherwise).
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("gpu_doctor.py", "mnist_benchmark.py", "propagation.py")
-LAUNCHERS = {"gpu-doctor": "gpu_doctor.py", "mnist-benchmark": "mnist_benchmark.py",
-             "gpu-propagation": "propagation.py"}
-# Tool -> the files of its last measurement on the host
-MEASUREMENTS = {"benchmark": "mnist_benchmark.py", "propagation": "propagation.py"}
+COMMANDS = ("gpu-doctor", "mnist-benchmark", "gpu-propagation", "gpu-fleet-report")
+# The measurements whose last results stay on the host
+MEASUREMENTS = ("benchmark", "propagation")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def validation(stack_vars) -> dict:
         "python": stack_vars.get("gpu_validation_python", f"{venv}/bin/python"),
         "install": install,
         "pins": f"{install}/pins.json",
-        "bin": stack_vars.get("gpu_validation_bin_dir", f"{venv}/bin"),
+        "bin": f"{venv}/bin",
         "results": stack_vars.get("gpu_validation_results_dir", "/var/lib/gpu-stack/validation"),
         "fact": f"{facts_dir}/gpu_stack.fact",
         "enabled": {tool: bool(stack_vars.get(f"gpu_validation_{tool}_enabled", True))
@@ -44,7 +43,7 @@ def validation(stack_vars) -> dict:
 
 @pytest.fixture(scope="module")
 def expected_pins(stack_vars) -> dict:
-    """pins.json as the role renders it from the gpu_stack_* pins (gpu_doctor.py's --pins schema)."""
+    """pins.json as the role renders it from the gpu_stack_* pins (the doctor's --pins schema)."""
     sonames = stack_vars["gpu_stack_tensorflow_sonames"]
     major = str(stack_vars["gpu_stack_cuda_version"]).split(".")[0]
     return {
@@ -66,23 +65,36 @@ def fact(host, validation) -> dict:
     return json.loads(f.content_string)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_validator_installed(host, validation, script: str) -> None:
-    f = host.file(f"{validation['install']}/{script}")
-    assert f.is_file
-    assert (f.user, f.group, f.mode) == ("root", "root", 0o755)
-    local = hashlib.sha256((REPO / "validation" / "scripts" / script).read_bytes()).hexdigest()
-    assert f.sha256sum == local, f"{f.path} differs from validation/scripts/{script}: converge again"
+def _project_version() -> str:
+    text = (REPO / "validation" / "pyproject.toml").read_text(encoding="utf-8")
+    return re.search(r'^version = "([^"]+)"', text, re.MULTILINE).group(1)
 
 
-@pytest.mark.parametrize(("launcher", "script"), sorted(LAUNCHERS.items()))
-def test_launcher_runs_the_validator(host, validation, launcher: str, script: str) -> None:
-    if not validation["bin"]:
-        pytest.skip("gpu_validation_bin_dir is empty: no launchers")
-    f = host.file(f"{validation['bin']}/{launcher}")
-    assert f.is_file and f.mode == 0o755
-    assert f"{validation['install']}/{script}" in f.content_string
-    assert host.run(f"{f.path} --help").rc == 0
+def test_package_installed_from_its_wheel(host, validation) -> None:
+    """pip installed gpu-stack-validation from the wheel beside pins.json and recorded the wheel's sha256."""
+    code = ("import importlib.metadata as m, json; d = m.distribution('gpu-stack-validation'); "
+            "print(json.dumps({'version': d.version, "
+            "'direct_url': json.loads(d.read_text('direct_url.json'))}))")
+    res = host.run(f"{validation['python']} -c \"{code}\"")
+    assert res.rc == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["version"] == _project_version()
+    wheel = host.file(f"{validation['install']}/gpu_stack_validation-{info['version']}-py3-none-any.whl")
+    assert wheel.is_file and (wheel.user, wheel.mode) == ("root", 0o644)
+    assert info["direct_url"]["archive_info"]["hashes"]["sha256"] == wheel.sha256sum
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_runs_from_the_virtualenv(host, validation, command: str) -> None:
+    f = host.file(f"{validation['bin']}/{command}")
+    assert f.is_file and f.mode & 0o111
+    res = host.run(f"{f.path} --help")
+    assert res.rc == 0 and "Exit codes" in res.stdout
+
+
+def test_nvidia_ml_py_is_in_the_virtualenv(host, validation) -> None:
+    """The package's one dependency, NVIDIA's NVML binding (pinned in ml_venv's set)."""
+    assert host.run(f"{validation['python']} -c 'import pynvml'").rc == 0
 
 
 def test_doctor_pins_match_the_inventory(host, validation, expected_pins: dict) -> None:
@@ -118,7 +130,7 @@ def test_local_fact_verdict_passed(validation, fact: dict, tool: str) -> None:
         assert len(record["inputs_sha256"]) == 64
 
 
-@pytest.mark.parametrize("tool", sorted(MEASUREMENTS))
+@pytest.mark.parametrize("tool", MEASUREMENTS)
 def test_last_measurement_kept_on_the_host(host, validation, tool: str) -> None:
     if not validation["enabled"][tool]:
         pytest.skip(f"gpu_validation_{tool}_enabled is false")
@@ -126,6 +138,13 @@ def test_last_measurement_kept_on_the_host(host, validation, tool: str) -> None:
     assert f.is_file
     report = json.loads(f.content_string)
     assert report["ok"] is True and report["failures"] == []
+    if tool == "benchmark":
+        # at least two epochs (the quick profile too): the steady epoch is one without compilation
+        assert report["runs"] and all(
+            len(r["epoch_times_s"]) >= 2 and r["steady_rule"].startswith("best of epochs 2..")
+            and r["loss_fell"] is True for r in report["runs"]
+        )
+        assert report["config"]["flops_per_sample"] == 4 * 784 * 512 + 6 * 512 * 10
 
 
 @pytest.mark.gpu

@@ -294,8 +294,9 @@ def test_system_mode_has_no_cuda_wheels(host, cfg, venv) -> None:
     if _cuda_mode(cfg) != "system":
         pytest.skip("cuda mode is not system")
     out = host.check_output(f"{venv}/bin/python -m pip list --format=json")
-    # NVIDIA's CUDA library wheels are named nvidia-<component>-cu<major> (nvidia-ml-py is NVML's binding)
-    assert [p["name"] for p in json.loads(out) if re.fullmatch(r"nvidia-.+-cu\d+", p["name"])] == []
+    # NVIDIA's CUDA wheels are named nvidia-<component>-cu<major>; nvidia-ml-py (NVML's binding) is not one
+    cuda_wheels = [p["name"] for p in json.loads(out) if re.match(r"nvidia-.+-cu\d+$", p["name"])]
+    assert cuda_wheels == []
 
 
 def test_pip_mode_has_cudnn_wheel(host, cfg, venv) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fleet summary of the validation reports: one Markdown table (and a PNG) across all hosts.
+"""gpu-fleet-report: one Markdown table (and a PNG) of the validation reports across all hosts.
 
 Reads REPORTS/<host>/{doctor,benchmark,propagation}.json, as the gpu_validation role fetches them, and
 writes REPORTS/fleet.md (one row per host: doctor verdict, GPU or CPU-only, driver, CUDA and cuDNN
@@ -19,11 +19,13 @@ Exit codes: 0 every host's reports are there and passed; 1 a host failed a check
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from . import plotting
+from .benchmark.core import FLOPS_FORMULA
 
 TOOLS = ("doctor", "benchmark", "propagation")
 MODES = ("article", "resident")
@@ -93,10 +95,18 @@ def _version(value: Any, kind: str = "plain") -> str | None:
 
 
 def doctor_summary(doctor: dict[str, Any] | None) -> dict[str, Any]:
-    """Verdict, GPUs, driver, CUDA/cuDNN runtime versions and TF's visible GPUs from gpu_doctor.py's JSON."""
+    """Verdict, GPUs, driver, CUDA/cuDNN runtime versions and TF's visible GPUs from gpu-doctor's JSON."""
     if doctor is None:
-        return {"verdict": NA, "ok": None, "gpu": NA, "driver": NA, "cuda": NA, "cudnn": NA,
-                "tf_gpus": NA, "failures": []}
+        return {
+            "verdict": NA,
+            "ok": None,
+            "gpu": NA,
+            "driver": NA,
+            "cuda": NA,
+            "cudnn": NA,
+            "tf_gpus": NA,
+            "failures": [],
+        }
     ok = doctor.get("ok")
     failures = [_failure_text(f) for f in doctor.get("failures") or []]
     gpus = dig(doctor, "checks.gpu.gpus")
@@ -111,10 +121,12 @@ def doctor_summary(doctor: dict[str, Any] | None) -> dict[str, Any]:
     else:
         gpu = NA
     driver = _version(dig(doctor, "checks.driver_version.version"))
-    cuda = (_version(dig(doctor, "checks.cuda_runtime.runtime"))
-            or _version(dig(doctor, "checks.cuda_runtime.runtime_version"), "cuda"))
-    cudnn = (_version(dig(doctor, "checks.cudnn.runtime"))
-             or _version(dig(doctor, "checks.cudnn.runtime_version"), "cudnn"))
+    cuda = _version(dig(doctor, "checks.cuda_runtime.runtime")) or _version(
+        dig(doctor, "checks.cuda_runtime.runtime_version"), "cuda"
+    )
+    cudnn = _version(dig(doctor, "checks.cudnn.runtime")) or _version(
+        dig(doctor, "checks.cudnn.runtime_version"), "cudnn"
+    )
     tf = dig(doctor, "checks.tensorflow") or {}
     if tf.get("installed") is False:
         tf_gpus: Any = "no TF"
@@ -128,8 +140,16 @@ def doctor_summary(doctor: dict[str, Any] | None) -> dict[str, Any]:
         verdict = f"FAIL ({len(failures)})" if failures else "FAIL"
     else:
         verdict = NA
-    return {"verdict": verdict, "ok": ok, "gpu": gpu, "driver": driver or NA, "cuda": cuda or NA,
-            "cudnn": cudnn or NA, "tf_gpus": tf_gpus, "failures": failures}
+    return {
+        "verdict": verdict,
+        "ok": ok,
+        "gpu": gpu,
+        "driver": driver or NA,
+        "cuda": cuda or NA,
+        "cudnn": cudnn or NA,
+        "tf_gpus": tf_gpus,
+        "failures": failures,
+    }
 
 
 def _failure_text(failure: Any) -> str:
@@ -148,10 +168,14 @@ def _runs(benchmark: dict[str, Any]) -> list[dict[str, Any]]:
 
 def benchmark_summary(benchmark: dict[str, Any] | None) -> dict[str, Any]:
     """Per mode, at the largest batch: best samples/s on CPU and on GPU and the GPU/CPU ratio."""
-    empty = {mode: {"batch": None, "cpu": None, "gpu": None, "ratio": None} for mode in MODES}
+    empty = {
+        mode: {"batch": None, "cpu": None, "gpu": None, "ratio": None, "cpu_pct": None, "gpu_pct": None}
+        for mode in MODES
+    }
     if benchmark is None:
         return {"ok": None, "data": NA, "backend": NA, "modes": empty, "failures": []}
     best: dict[tuple[str, int, str], float] = {}
+    pct: dict[tuple[str, int, str], float] = {}
     for run in _runs(benchmark):
         mode = str(dig(run, "mode") or "")
         device = str(dig(run, "device") or "").lower()
@@ -162,6 +186,9 @@ def benchmark_summary(benchmark: dict[str, Any] | None) -> dict[str, Any]:
         if _is_number(rate) and rate > 0 and not run.get("error"):
             key = (mode, batch, device)
             best[key] = max(best.get(key, 0.0), float(rate))
+            share = dig(run, "pct_of_gemm_peak")
+            if _is_number(share):
+                pct[key] = max(pct.get(key, 0.0), float(share))
     modes: dict[str, dict[str, Any]] = {}
     for mode in MODES:
         batches = sorted({b for (m, b, _d) in best if m == mode})
@@ -170,12 +197,22 @@ def benchmark_summary(benchmark: dict[str, Any] | None) -> dict[str, Any]:
             continue
         batch = batches[-1]
         cpu, gpu = best.get((mode, batch, "cpu")), best.get((mode, batch, "gpu"))
-        modes[mode] = {"batch": batch, "cpu": cpu, "gpu": gpu,
-                       "ratio": gpu / cpu if cpu and gpu else None}
+        modes[mode] = {
+            "batch": batch,
+            "cpu": cpu,
+            "gpu": gpu,
+            "ratio": gpu / cpu if cpu and gpu else None,
+            "cpu_pct": pct.get((mode, batch, "cpu")),
+            "gpu_pct": pct.get((mode, batch, "gpu")),
+        }
     data = benchmark.get("data")
-    return {"ok": benchmark.get("ok"), "data": str(data) if isinstance(data, str) else NA,
-            "backend": str(benchmark.get("backend") or NA), "modes": modes,
-            "failures": [_failure_text(f) for f in benchmark.get("failures") or []]}
+    return {
+        "ok": benchmark.get("ok"),
+        "data": str(data) if isinstance(data, str) else NA,
+        "backend": str(benchmark.get("backend") or NA),
+        "modes": modes,
+        "failures": [_failure_text(f) for f in benchmark.get("failures") or []],
+    }
 
 
 def propagation_summary(prop: dict[str, Any] | None) -> dict[str, Any]:
@@ -197,9 +234,13 @@ def propagation_summary(prop: dict[str, Any] | None) -> dict[str, Any]:
     if numpy_pct is None:
         goal = dig(prop, "goal.value_pct")
         numpy_pct = float(goal) if _is_number(goal) else None
-    return {"ok": prop.get("ok"), "numpy_pct": numpy_pct, "gpu_pct": largest("gpu"),
-            "blas": str(dig(prop, "blas.blas") or NA),
-            "failures": [_failure_text(f) for f in prop.get("failures") or []]}
+    return {
+        "ok": prop.get("ok"),
+        "numpy_pct": numpy_pct,
+        "gpu_pct": largest("gpu"),
+        "blas": str(dig(prop, "blas.blas") or NA),
+        "failures": [_failure_text(f) for f in prop.get("failures") or []],
+    }
 
 
 def host_row(host: str, reports: dict[str, Any], problems: list[str] | None = None) -> dict[str, Any]:
@@ -216,8 +257,15 @@ def host_row(host: str, reports: dict[str, Any], problems: list[str] | None = No
             failures.append(f"{tool}: failed")
     if not reports:
         failures.append("no reports")
-    return {"host": host, "reports": sorted(reports), "doctor": doctor, "benchmark": bench,
-            "propagation": prop, "ok": not failures, "failures": failures}
+    return {
+        "host": host,
+        "reports": sorted(reports),
+        "doctor": doctor,
+        "benchmark": bench,
+        "propagation": prop,
+        "ok": not failures,
+        "failures": failures,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,16 +284,34 @@ def _cell(value: Any) -> str:
 
 def render_markdown(rows: list[dict[str, Any]]) -> str:
     """The fleet table (deterministic: the same reports give the same bytes)."""
-    head = ["host", "verdict", "doctor", "GPU", "driver", "CUDA rt", "cuDNN rt", "TF GPUs", "data", "batch",
-            "article CPU/s", "article GPU/s", "article GPU/CPU",
-            "resident CPU/s", "resident GPU/s", "resident GPU/CPU", "propagation % peak"]
+    head = [
+        "host",
+        "verdict",
+        "doctor",
+        "GPU",
+        "driver",
+        "CUDA rt",
+        "cuDNN rt",
+        "TF GPUs",
+        "data",
+        "batch",
+        "article CPU/s",
+        "article GPU/s",
+        "article GPU/CPU",
+        "resident CPU/s",
+        "resident GPU/s",
+        "resident GPU/CPU",
+        "resident % peak CPU/GPU",
+        "propagation % peak",
+    ]
     lines = [
         "# GPU stack fleet report",
         "",
         f"{len(rows)} host(s), {sum(1 for r in rows if r['ok'])} passed. Benchmark columns: samples/s at the "
         "largest batch of the sweep, best run; `article` is numpy arrays into `model.fit`, `resident` keeps "
-        "the data on the device. Propagation: batched at the largest batch, percent of numpy's GEMM peak "
-        "measured in the same run (GPU's in brackets). n/a: not reported.",
+        "the data on the device; % peak: TFLOP/s with " + FLOPS_FORMULA + " against the fp32 GEMM peak "
+        "of the same run. Propagation: batched at the largest batch, percent of numpy's GEMM peak of the "
+        "same shapes measured in the same run (GPU's in brackets). n/a: not reported.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -257,13 +323,27 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         prop = _num(p["numpy_pct"], ".0f", "%")
         if p["gpu_pct"] is not None:
             prop += f" ({_num(p['gpu_pct'], '.0f', '%')} GPU)"
-        cells = [row["host"], "ok" if row["ok"] else "FAIL", d["verdict"], d["gpu"], d["driver"],
-                 d["cuda"], d["cudnn"], d["tf_gpus"],
-                 # synthetic timings must say so wherever they are shown
-                 "SYNTHETIC" if b["data"] == "synthetic" else b["data"],
-                 "/".join(str(x) for x in batches) or NA,
-                 _num(art["cpu"]), _num(art["gpu"]), _num(art["ratio"], ".1f", "x"),
-                 _num(res["cpu"]), _num(res["gpu"]), _num(res["ratio"], ".1f", "x"), prop]
+        cells = [
+            row["host"],
+            "ok" if row["ok"] else "FAIL",
+            d["verdict"],
+            d["gpu"],
+            d["driver"],
+            d["cuda"],
+            d["cudnn"],
+            d["tf_gpus"],
+            # synthetic timings must say so wherever they are shown
+            "SYNTHETIC" if b["data"] == "synthetic" else b["data"],
+            "/".join(str(x) for x in batches) or NA,
+            _num(art["cpu"]),
+            _num(art["gpu"]),
+            _num(art["ratio"], ".1f", "x"),
+            _num(res["cpu"]),
+            _num(res["gpu"]),
+            _num(res["ratio"], ".1f", "x"),
+            f"{_num(res['cpu_pct'], '.0f', '%')} / {_num(res['gpu_pct'], '.0f', '%')}",
+            prop,
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     failed = [r for r in rows if r["failures"]]
     if failed:
@@ -271,53 +351,6 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         for row in failed:
             lines += [f"- **{_cell(row['host'])}**: {_cell(f)}" for f in row["failures"]]
     return "\n".join(lines) + "\n"
-
-
-def render_png(rows: list[dict[str, Any]]) -> tuple[bytes | None, str | None]:
-    """(PNG bytes, None), or (None, why not) when matplotlib is not importable."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        return None, f"no fleet PNG: matplotlib is not importable ({exc})"
-    hosts = [r["host"] for r in rows]
-    series = [("article", "cpu", "tab:blue"), ("article", "gpu", "tab:green"),
-              ("resident", "cpu", "tab:cyan"), ("resident", "gpu", "tab:olive")]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(hosts) + 4), 4.5))
-    width = 0.8 / len(series)
-    for i, (mode, device, colour) in enumerate(series):
-        xs = [h + (i - (len(series) - 1) / 2) * width for h in range(len(hosts))]
-        ys = [r["benchmark"]["modes"][mode][device] or 0 for r in rows]
-        ax1.bar(xs, ys, width, color=colour, label=f"{mode} {device.upper()}")
-    ax1.set_xticks(range(len(hosts)), hosts, rotation=30, ha="right", fontsize=8)
-    if any(r["benchmark"]["modes"][m][d] for r in rows for m, d, _c in series):
-        ax1.set_yscale("log")
-    ax1.set_ylabel("samples/s at the largest batch")
-    data = {r["benchmark"]["data"] for r in rows} - {NA}
-    synthetic = " (SYNTHETIC data)" if data == {"synthetic"} else (
-        " (some hosts: SYNTHETIC data)" if "synthetic" in data else "")
-    ax1.set_title(f"MNIST benchmark{synthetic}", fontsize=10)
-    ax1.legend(fontsize=7)
-    ax1.grid(True, axis="y", alpha=0.3)
-    xs = list(range(len(hosts)))
-    ax2.bar([x - 0.2 for x in xs], [r["propagation"]["numpy_pct"] or 0 for r in rows], 0.4,
-            color="tab:blue", label="numpy")
-    ax2.bar([x + 0.2 for x in xs], [r["propagation"]["gpu_pct"] or 0 for r in rows], 0.4,
-            color="tab:green", label="GPU")
-    ax2.axhline(80, color="grey", linestyle=":", label="goal 80%")
-    ax2.set_xticks(xs, hosts, rotation=30, ha="right", fontsize=8)
-    ax2.set_ylabel("% of GEMM peak (same run)")
-    ax2.set_title("Batched propagation, largest batch", fontsize=10)
-    ax2.legend(fontsize=7)
-    ax2.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    # No Software/date metadata: the same reports give the same bytes
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue(), None
 
 
 def write_if_changed(path: Path, content: bytes | None, dry_run: bool = False) -> bool:
@@ -343,8 +376,9 @@ def host_dirs(reports: Path, hosts: list[str] | None) -> list[Path]:
     """Host report directories: the named ones, else every directory holding one of the reports."""
     if hosts:
         return [reports / h for h in hosts]
-    return sorted(d for d in reports.iterdir()
-                  if d.is_dir() and any((d / f"{t}.json").exists() for t in TOOLS))
+    return sorted(
+        d for d in reports.iterdir() if d.is_dir() and any((d / f"{t}.json").exists() for t in TOOLS)
+    )
 
 
 def build_report(reports: Path, hosts: list[str] | None = None, png: bool = True) -> dict[str, Any]:
@@ -356,16 +390,24 @@ def build_report(reports: Path, hosts: list[str] | None = None, png: bool = True
     warnings: list[str] = []
     png_bytes = None
     if png and rows:
-        png_bytes, why = render_png(rows)
+        png_bytes, why = plotting.fleet_png(rows)
         if why:
             warnings.append(why)
     return {"rows": rows, "markdown": render_markdown(rows), "png": png_bytes, "warnings": warnings}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reports", type=Path, default=Path("reports"),
-                    help="directory holding <host>/{doctor,benchmark,propagation}.json (default: reports)")
+    ap = argparse.ArgumentParser(
+        prog="gpu-fleet-report",
+        description=__doc__.splitlines()[0],
+        epilog="Exit codes: 0 every host passed, 1 a host failed or lacks a report, 2 usage or environment.",
+    )
+    ap.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        help="directory holding <host>/{doctor,benchmark,propagation}.json (default: reports)",
+    )
     ap.add_argument("--hosts", help="comma-separated hosts (default: every host directory with a report)")
     ap.add_argument("--no-png", action="store_true", help="write no PNG (and remove an old one)")
     ap.add_argument("--dry-run", action="store_true", help="write nothing; say what would change")
@@ -379,10 +421,23 @@ def main(argv: list[str] | None = None) -> int:
 
     def usage_error(msg: str) -> int:
         if args.json:
-            print(json.dumps({"ok": False, "failures": [msg], "warnings": [], "changed": False,
-                              "markdown": None, "png": None, "hosts": []}, indent=2, sort_keys=True))
+            print(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "failures": [msg],
+                        "warnings": [],
+                        "changed": False,
+                        "markdown": None,
+                        "png": None,
+                        "hosts": [],
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
         else:
-            print(f"fleet_report: {msg}", file=sys.stderr)
+            print(f"gpu-fleet-report: {msg}", file=sys.stderr)
         return 2
 
     if not reports.is_dir():
@@ -399,13 +454,25 @@ def main(argv: list[str] | None = None) -> int:
     changed = write_if_changed(png_path, report["png"], args.dry_run) or changed
     failures = [f"{r['host']}: {f}" for r in rows for f in r["failures"]]
     if args.json:
-        print(json.dumps({
-            "ok": not failures, "failures": failures, "warnings": report["warnings"],
-            "changed": changed, "dry_run": args.dry_run, "markdown": str(md_path),
-            "png": str(png_path) if report["png"] is not None else None,
-            "hosts": [{k: r[k] for k in ("host", "ok", "reports", "doctor", "benchmark", "propagation")}
-                      for r in rows],
-        }, indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    "ok": not failures,
+                    "failures": failures,
+                    "warnings": report["warnings"],
+                    "changed": changed,
+                    "dry_run": args.dry_run,
+                    "markdown": str(md_path),
+                    "png": str(png_path) if report["png"] is not None else None,
+                    "hosts": [
+                        {k: r[k] for k in ("host", "ok", "reports", "doctor", "benchmark", "propagation")}
+                        for r in rows
+                    ],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
     else:
         print(report["markdown"], end="")
         for warning in report["warnings"]:

@@ -1,0 +1,1 @@
+"""mnist-benchmark: the article's MNIST benchmark on CPU and GPU."""

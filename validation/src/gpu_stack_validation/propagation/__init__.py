@@ -1,0 +1,1 @@
+"""gpu-propagation: the first article's numpy batch propagation, checked and timed."""
