@@ -21,6 +21,7 @@ import re
 import stat
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -273,10 +274,19 @@ def task_status(output: str, task: str, host: str) -> str | None:
 
 
 def failure_text(output: str, host: str) -> str:
-    """The flattened failure reports of `host` in a run's output ('' when it did not fail): each
-    `fatal: [host]: FAILED! =>` (or `failed: [host]`) and its indented result."""
-    parts = re.findall(rf"^(?:fatal|failed): \[{re.escape(host)}\].*\n(?:[ \t]+.*\n?)*", output, re.M)
-    return flat("\n".join(parts))
+    """The failure reports of `host` in a run's output, flattened ('' when it did not fail): each
+    `fatal: [host]: FAILED! =>` (or `failed: [host]`) and its result, read as the YAML the callback prints."""
+    texts = []
+    for m in re.finditer(rf"^(?:fatal|failed): \[{re.escape(host)}\].*\n((?:[ \t]+.*\n|\n)*)", output, re.M):
+        try:
+            result = yaml.safe_load(textwrap.dedent(m.group(1)))
+        except yaml.YAMLError:
+            result = None
+        if isinstance(result, dict):
+            texts.append(" ".join(f"{k}: {v}" for k, v in result.items()))
+        else:
+            texts.append(m.group(0))
+    return flat("\n".join(texts))
 
 
 def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
