@@ -21,11 +21,13 @@ import re
 import stat
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -167,17 +169,19 @@ def scenario_hosts(
 
 
 def run_playbook_on(inventory: Path, limit: str, playbook: str | Path, extra_vars: dict | None = None,
-                    tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600
-                    ) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook with an inventory of scenario_hosts(), clean environment, output in .stdout."""
+                    tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600,
+                    env: dict | None = None, new_session: bool = False) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook with an inventory of scenario_hosts(), clean environment, output in .stdout (`env`
+    and `new_session` as in run_playbook)."""
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "--limit", limit]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if tags:
         cmd += ["--tags", tags]
     cmd += [*args, str(playbook)]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    return subprocess.run(cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                          start_new_session=new_session)
 
 
 def run_playbook(
@@ -189,10 +193,14 @@ def run_playbook(
     diff: bool = False,
     args: Sequence[str] = (),
     timeout: float = 3600,
+    env: dict | None = None,
+    new_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ansible-playbook (repo-relative path) against `host` only, with a clean environment.
 
-    stdout and stderr are captured together in `.stdout`; the return code is not checked.
+    stdout and stderr are captured together in `.stdout`; the return code is not checked. `env` adds to
+    the clean environment; `new_session` makes ansible-playbook lead its own process group (for the
+    interrupt_at callback, which sends SIGINT to that group).
     """
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory_path), "--limit", host.name]
     if extra_vars:
@@ -205,9 +213,104 @@ def run_playbook(
         cmd.append("--diff")
     cmd += [*args, str(playbook)]
     return subprocess.run(
-        cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        timeout=timeout, check=False,
+        cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=new_session,
     )
+
+
+def run_testinfra(host: SandboxHost, *tests: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The testinfra suite (validation/tests/<tests>, pytest node ids or -k expressions) against `host`."""
+    return run_testinfra_on(host.inventory_path, [host], *tests, timeout=timeout)
+
+
+def run_testinfra_on(inventory: Path, hosts: Sequence[SandboxHost], *tests: str,
+                     timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The testinfra suite against several hosts in one pytest run (expected values from `inventory`, e.g.
+    one of scenario_hosts()). failed_tests() lists what failed, per host."""
+    cmd = [str(VENV_BIN / "pytest"), *[f"validation/tests/{t}" for t in tests], "-q", "-rf",
+           "-p", "no:cacheprovider", "--connection=chroot", "--hosts=" + ",".join(str(h.root) for h in hosts),
+           "-m", "not gpu", f"--stack-inventory={inventory}"]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout, check=False)
+
+
+def failed_tests(output: str, host: SandboxHost) -> list[str]:
+    """Names (file::test) of the tests that failed on `host` in a run_testinfra_on() output (-rf lines)."""
+    names = set()
+    for m in re.finditer(r"^FAILED validation/tests/(\S+?)\[(.*?)\]", output, re.M):
+        if re.search(re.escape(str(host.root)) + r"(-|$)", m.group(2)):
+            names.add(m.group(1))
+    return sorted(names)
+
+
+def flat(text: str) -> str:
+    """Output with whitespace runs collapsed (the YAML callback wraps long messages)."""
+    return " ".join(text.split())
+
+
+def recap(output: str, host: str | None = None) -> dict[str, int]:
+    """The PLAY RECAP counts (ok, changed, failed ...) of a one-host run, or of `host`'s line."""
+    for line in output.splitlines()[::-1]:
+        if " changed=" in line and " failed=" in line and (host is None or line.split()[0] == host):
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+    raise AssertionError(f"no PLAY RECAP{' for ' + host if host else ''} in the output:\n" + output[-3000:])
+
+
+def recap_changed(output: str, host: str | None = None) -> int:
+    """changed= of the PLAY RECAP line of a one-host run, or of `host`'s line."""
+    return recap(output, host)["changed"]
+
+
+def task_status(output: str, task: str, host: str) -> str | None:
+    """What the (first) run of `task` ("role : name") reported for `host`: ok, changed, skipping, failed,
+    fatal, or None when the task did not run for it."""
+    start = output.find(f"TASK [{task}]")
+    assert start >= 0, f"task {task!r} not in the output:\n{output[-3000:]}"
+    section = output[start:]
+    end = re.search(r"^(TASK|RUNNING HANDLER|PLAY RECAP) \[?", section[1:], re.M)
+    section = section[: end.start() + 1] if end else section
+    m = re.search(rf"^(ok|changed|skipping|failed|fatal): \[{re.escape(host)}\]", section, re.M)
+    return m.group(1) if m else None
+
+
+def failure_text(output: str, host: str) -> str:
+    """The failure reports of `host` in a run's output, flattened ('' when it did not fail): each
+    `fatal: [host]: FAILED! =>` (or `failed: [host]`) and its result, read as the YAML the callback prints."""
+    texts = []
+    for m in re.finditer(rf"^(?:fatal|failed): \[{re.escape(host)}\].*\n((?:[ \t]+.*\n|\n)*)", output, re.M):
+        try:
+            result = yaml.safe_load(textwrap.dedent(m.group(1)))
+        except yaml.YAMLError:
+            result = None
+        if isinstance(result, dict):
+            texts.append(" ".join(f"{k}: {v}" for k, v in result.items()))
+        else:
+            texts.append(m.group(0))
+    return flat("\n".join(texts))
+
+
+def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
+    """NVIDIA's (stub) CUDA repo and the pinned CUDA toolkit on `host`, as the cuda roles leave them."""
+    keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
+    pins = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
+    toolkit = "cuda-toolkit-" + str(pins["gpu_stack_cuda_version"]).replace(".", "-")
+    repo = "/srv/sandbox-repos/cuda/opensuse15/x86_64/cuda-opensuse15.repo"
+    for cmd in (
+        ("rpm", "--import", f"/srv/sandbox-repos/{keys['nvidia']['file']}"),
+        ("zypper", "--non-interactive", "addrepo", repo),
+        ("zypper", "--non-interactive", "install", "--no-recommends", toolkit),
+        # the -devel packages have no %post ldconfig: refresh the cache as the cuda role does
+        ("ldconfig",),
+    ):
+        res = host.run(*cmd)
+        assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
+    return host
+
+
+@pytest.fixture
+def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
+    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
+    return install_cuda_toolkit(fresh_host)
 
 
 def _excluded(rel: str) -> bool:

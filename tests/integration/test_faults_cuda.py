@@ -4,7 +4,8 @@ host; one ansible-playbook run covers all of them at once (scenario_hosts).
 Each bad input stops the run with a message naming the problem and the fix, and nothing on the host
 changed (installed RPMs and the file tree are as before):
 1. unsupported OS (a Debian os-release),
-2. a signing key whose fingerprint is not the expected one,
+2. a signing key whose fingerprint is not the expected one (both named in plain hex), also when rpm
+   already trusts that key,
 3. a local-installer RPM whose sha256 is not the given one,
 4. TensorFlow/CUDA pins that are not a row of TensorFlow's build table.
 5. An unreachable repository stops the run before any package is installed (the repository file and
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import diff_snapshots, run_playbook_on, scenario_hosts, snapshot
+from conftest import diff_snapshots, failure_text, run_playbook_on, scenario_hosts, snapshot
 
 pytestmark = pytest.mark.sandbox
 
@@ -36,6 +37,14 @@ HOME_URL="https://www.debian.org/"
 
 
 WRONG_SHA = "0" * 64
+# Both fingerprints in plain hex, and the fix
+WRONG_KEY = [
+    "Not trusting the CUDA repository signing key /srv/sandbox-repos/keys/nvidia.asc: its fingerprint is "
+    f"{SANDBOX_FINGERPRINT}",
+    "but cuda_repo_gpgkey_fingerprint is 610C7B14E068A878070DA4E99CD0A493D42D0685. No repository was added "
+    "and no package installed. Check NVIDIA's key out of band: if it is the key you expect, set "
+    "cuda_repo_gpgkey_fingerprint to its fingerprint; otherwise fix cuda_repo_gpgkey.",
+]
 # case -> (platform, host vars, messages the failure must name, rpm -qa may gain only this prefix)
 CASES = {
     "unsupported-os": (
@@ -53,13 +62,14 @@ CASES = {
     "wrong-key-fingerprint": (
         "leap156",
         {"cuda_repo_gpgkey_fingerprint": OTHER_FINGERPRINT},
-        [
-            "Not trusting the CUDA repository signing key",
-            "/srv/sandbox-repos/keys/nvidia.asc:",
-            SANDBOX_FINGERPRINT,
-            "Expected fingerprint 610C7B14E068A878070DA4E99CD0A493D42D0685 (cuda_repo_gpgkey_fingerprint).",
-            "No repository was added and no package installed.",
-        ],
+        WRONG_KEY,
+        None,
+    ),
+    # rpm already trusts the key (imported before the run): the same message, not rpm_key's
+    "wrong-key-fingerprint-key-trusted": (
+        "leap156",
+        {"cuda_repo_gpgkey_fingerprint": OTHER_FINGERPRINT},
+        WRONG_KEY,
         None,
     ),
     "local-installer-wrong-sha256": (
@@ -118,6 +128,9 @@ def faults(sandbox_ready):
         if os_release.is_symlink():
             os_release.unlink()
         os_release.write_text(DEBIAN_OS_RELEASE)
+        trusting = hosts["wrong-key-fingerprint-key-trusted"]
+        trusted = trusting.run("rpm", "--import", "/srv/sandbox-repos/keys/nvidia.asc")
+        assert trusted.returncode == 0, trusted.stderr
         before = {case: snapshot(host) for case, host in hosts.items()}
         res = run_playbook_on(inventory, ",".join(h.name for h in hosts.values()), PLAYBOOK, tags=TAGS)
         yield res, hosts, before
@@ -128,9 +141,10 @@ def test_bad_input_stops_and_says_why(faults, case: str) -> None:
     res, hosts, before = faults
     host = hosts[case]
     assert re.search(rf"{re.escape(host.name)}\s+:.*failed=1", res.stdout), res.stdout[-3000:]
-    out = " ".join(res.stdout.split())  # the YAML callback wraps long messages
+    failure = failure_text(res.stdout, host.name)
     for message in CASES[case][2]:
-        assert message in out, f"{case}: {message!r} not in the output"
+        assert message in failure, f"{case}: {message!r} not in {failure!r}"
+    assert "frozenset" not in failure and "a valid file must be given" not in failure
     after = snapshot(host)
     allowed = CASES[case][3]
     if allowed is None:

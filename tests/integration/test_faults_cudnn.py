@@ -1,12 +1,15 @@
 """cudnn and cuda_links on fresh sandbox hosts: fault scenarios, both tarball layouts, install-then-remove.
 
-Each test gets its own host with NVIDIA's CUDA repo and cuda-toolkit-12-5 installed straight from the stub
-repo with zypper (the cuda role has its own tests), then runs playbooks/provision.yml with --tags cudnn
-and/or cuda_links (preflight always runs; it only reads).
+Each host has NVIDIA's CUDA repo and cuda-toolkit-12-5 installed straight from the stub repo with zypper
+(the cuda role has its own tests); the tests run playbooks/provision.yml with --tags cudnn and/or cuda_links
+(preflight always runs; it only reads).
 
-Faults (each asserts the message and that nothing on the host changed): a missing archive, a sha256
-mismatch, an archive without cudnn.h and one with a '..' member (from the controller and from the host),
-a URL source without sha256, a foreign file in /usr/lib64 with cuda_links_strict (and kept intact without).
+Faults (each asserts the message and that nothing on the host changed), all on their own hosts in one
+ansible-playbook run: a missing archive, a sha256 mismatch, a URL source without sha256, an archive without
+cudnn.h and one with a '..' member (from the controller and from the host), and a 4-byte "library" that
+starts like an ELF file. Over an installed cuDNN, that archive is refused saying that cuDNN stays installed.
+A foreign file in /usr/lib64 is refused with cuda_links_strict; without it, it is kept intact, warned
+about, the links task reports its change and the loader cache is refreshed.
 Bad archives are built here with tarfile from the sandbox's good fixture.
 """
 
@@ -21,7 +24,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, diff_snapshots, host_python, run_playbook, snapshot
+from conftest import (
+    DEFAULT_PLATFORM,
+    REPO_ROOT,
+    diff_snapshots,
+    failure_text,
+    host_python,
+    install_cuda_toolkit,
+    run_playbook,
+    run_playbook_on,
+    scenario_hosts,
+    snapshot,
+    task_status,
+)
+from conftest import flat as _flat
+from conftest import recap_changed as _recap_changed
 
 pytestmark = pytest.mark.sandbox
 
@@ -34,50 +51,29 @@ FIXTURES = REPO_ROOT / ".cache/sandbox/repos/cudnn"
 CURRENT = f"cudnn-linux-x86_64-{CUDNN}_cuda{CUDA.split('.')[0]}-archive.tar.xz"
 OLD = f"cudnn-{CUDA}-linux-x64-v{CUDNN}.tgz"
 HOST_REPOS = "/srv/sandbox-repos"
-CUDA_REPO = f"{HOST_REPOS}/cuda/opensuse15/x86_64"
-TOOLKIT = "cuda-toolkit-" + CUDA.replace(".", "-")
 MAJOR = CUDNN.split(".")[0]
+CUDNN3 = ".".join(CUDNN.split(".")[:3])
+NOT_INSTALLED = "cuDNN not installed, nothing was written"
+LINKS_TASK = "links | Create SONAME, development, compatibility and system-directory links"
+LINKS_LOADER = "cuda_links : loader | Make the loader cache resolve the libraries and links"
 VERSION_INT = int(MAJOR) * 10000 + int(CUDNN.split(".")[1]) * 100 + int(CUDNN.split(".")[2])
-
-
-def _flat(text: str) -> str:
-    """Output with whitespace runs collapsed (the YAML callback wraps long messages)."""
-    return " ".join(text.split())
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _recap_changed(output: str) -> int:
-    for line in output.splitlines()[::-1]:
-        if " changed=" in line and " failed=" in line:
-            return int(line.split(" changed=")[1].split()[0])
-    raise AssertionError("no PLAY RECAP in the output:\n" + output[-3000:])
-
-
-@pytest.fixture
-def cuda_host(fresh_host):
-    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
-    keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
-    for cmd in (
-        ("rpm", "--import", f"{HOST_REPOS}/{keys['nvidia']['file']}"),
-        ("zypper", "--non-interactive", "addrepo", f"{CUDA_REPO}/cuda-opensuse15.repo"),
-        ("zypper", "--non-interactive", "install", "--no-recommends", TOOLKIT),
-        # the -devel packages have no %post ldconfig: refresh the cache as the cuda role's handler does
-        ("ldconfig",),
-    ):
-        res = fresh_host.run(*cmd)
-        assert res.returncode == 0, f"{cmd}: {res.stdout[-2000:]}{res.stderr[-2000:]}"
-    return fresh_host
-
-
 def bad_archive(dest: Path, kind: str) -> Path:
-    """The good current-layout fixture, rebuilt with tarfile: without cudnn.h, or with a '..' member."""
+    """The good current-layout fixture, rebuilt with tarfile: without cudnn.h, with a '..' member, or with
+    a 4-byte "library" that starts like an ELF file."""
     with tarfile.open(FIXTURES / CURRENT) as good, tarfile.open(dest, "w:xz") as bad:
         top = good.getmembers()[0].name.split("/")[0]
         for member in good.getmembers():
             if kind == "no-cudnn-h" and member.name.endswith("/include/cudnn.h"):
+                continue
+            if kind == "fake-elf" and member.name == f"{top}/lib/libcudnn.so.{CUDNN3}":
+                member.size = 4
+                bad.addfile(member, io.BytesIO(b"\x7fELF"))
                 continue
             bad.addfile(member, good.extractfile(member) if member.isreg() else None)
         if kind == "traversal":
@@ -88,58 +84,81 @@ def bad_archive(dest: Path, kind: str) -> Path:
     return dest
 
 
-# --- faults
-
-
-@pytest.mark.parametrize(
-    ("extra_vars", "messages"),
-    [
-        ({"cudnn_archive_src": "/nonexistent/" + CURRENT, "cudnn_archive_sha256": ""},
-         ["cuDNN archive /nonexistent/" + CURRENT + " not found on the controller", "Nothing was written",
-          "set cudnn_archive_src"]),
-        ({"cudnn_archive_sha256": "0" * 64},
-         ["sha256 mismatch", "expected " + "0" * 64, "Nothing was written", "fix cudnn_archive_sha256"]),
-        ({"cudnn_source": "url", "cudnn_archive_url": f"file://{HOST_REPOS}/cudnn/{CURRENT}",
-          "cudnn_archive_sha256": ""},
-         ["cudnn_source is url but cudnn_archive_sha256 is empty"]),
-    ],
-    ids=["missing-archive", "sha256-mismatch", "url-without-sha256"],
+TOP = CURRENT.removesuffix(".tar.xz")
+FAKE_ELF = (
+    "members named like shared libraries are not ELF shared objects for this host, refusing to install them: "
+    f"{TOP}/lib/libcudnn.so.{CUDNN3} is only 4 bytes long: a truncated ELF header, not a library"
 )
-def test_bad_source_writes_nothing(cuda_host, extra_vars: dict, messages: list[str]) -> None:
-    before = snapshot(cuda_host)
-    res = run_playbook(cuda_host, PLAYBOOK, tags="cudnn", extra_vars=extra_vars)
-    out = _flat(res.stdout)
-    assert res.returncode != 0, res.stdout[-3000:]
-    for message in messages:
-        assert message in out, res.stdout[-3000:]
-    assert diff_snapshots(before, snapshot(cuda_host)) == []
 
 
-@pytest.mark.parametrize("source", ["controller", "host"])
-@pytest.mark.parametrize(
-    ("kind", "message"),
-    [("no-cudnn-h", "no include/cudnn.h in the archive"), ("traversal", "escapes the archive with")],
-    ids=["no-cudnn-h", "traversal"],
-)
-def test_bad_archive_is_refused_before_writing(cuda_host, tmp_path, source, kind, message) -> None:
+# --- faults: every bad input on its own fresh host, all in one ansible-playbook run
+
+# case -> (extra host vars, or the bad archive's kind and source; the messages its failure must contain)
+BAD_INPUTS = {
+    "missing-archive": ({"cudnn_archive_src": "/nonexistent/" + CURRENT, "cudnn_archive_sha256": ""},
+                        ["cuDNN archive /nonexistent/" + CURRENT + " not found on the controller",
+                         "Nothing was written", "set cudnn_archive_src"]),
+    "sha256-mismatch": ({"cudnn_archive_sha256": "0" * 64},
+                        ["sha256 mismatch", "expected " + "0" * 64, "Nothing was written",
+                         "fix cudnn_archive_sha256"]),
+    "url-without-sha256": ({"cudnn_source": "url", "cudnn_archive_url": f"file://{HOST_REPOS}/cudnn/{CURRENT}",
+                            "cudnn_archive_sha256": ""},
+                           ["cudnn_source is url but cudnn_archive_sha256 is empty"]),
+    "no-cudnn-h-controller": (("no-cudnn-h", "controller"),
+                              [NOT_INSTALLED, "no include/cudnn.h in the archive"]),
+    "no-cudnn-h-host": (("no-cudnn-h", "host"),
+                        [NOT_INSTALLED, "no include/cudnn.h in the archive"]),
+    "traversal-controller": (("traversal", "controller"),
+                             [NOT_INSTALLED, "escapes the archive with"]),
+    "traversal-host": (("traversal", "host"), [NOT_INSTALLED, "escapes the archive with"]),
+    "fake-elf": (("fake-elf", "controller"), [NOT_INSTALLED, FAKE_ELF]),
+}
+
+
+def _bad_input_vars(case: str, tmp_path: Path) -> dict:
+    spec = BAD_INPUTS[case][0]
+    if isinstance(spec, dict):
+        return spec
+    kind, source = spec
     archive = bad_archive(tmp_path / f"bad-{kind}.tar.xz", kind)
-    src = str(archive)
-    if source == "host":
-        shutil.copy(archive, cuda_host.root / "root" / archive.name)
-        src = f"/root/{archive.name}"
-    before = snapshot(cuda_host)
-    res = run_playbook(cuda_host, PLAYBOOK, tags="cudnn", extra_vars={
-        "cudnn_source": source, "cudnn_archive_src": src, "cudnn_archive_sha256": _sha256(archive)})
-    out = _flat(res.stdout)
-    assert res.returncode != 0, res.stdout[-3000:]
-    assert message in out and "nothing was written" in out, res.stdout[-3000:]
-    assert not (cuda_host.root / "etc/cron.d/gpu-stack-evil").exists()
-    assert diff_snapshots(before, snapshot(cuda_host)) == []
+    src = str(archive) if source == "controller" else f"/root/{archive.name}"
+    return {"cudnn_source": source, "cudnn_archive_src": src, "cudnn_archive_sha256": _sha256(archive)}
 
 
-def test_foreign_file_in_lib64_is_kept(cuda_host) -> None:
+def test_bad_inputs_are_refused_before_writing(sandbox_ready, tmp_path) -> None:
+    cases = {case: (DEFAULT_PLATFORM, _bad_input_vars(case, tmp_path)) for case in BAD_INPUTS}
+    with scenario_hosts("badin", cases) as (inventory, hosts):
+        for case, host in hosts.items():
+            install_cuda_toolkit(host)
+            if cases[case][1].get("cudnn_source") == "host":
+                name = Path(cases[case][1]["cudnn_archive_src"]).name
+                shutil.copy(tmp_path / name, host.root / "root" / name)
+        before = {case: snapshot(host) for case, host in hosts.items()}
+        res = run_playbook_on(inventory, ",".join(h.name for h in hosts.values()), PLAYBOOK, tags="cudnn")
+        assert res.returncode != 0, res.stdout[-3000:]
+        for case, host in hosts.items():
+            failure = failure_text(res.stdout, host.name)
+            for message in BAD_INPUTS[case][1]:
+                assert message in failure, f"{case}: {message!r} not in {failure!r}"
+            assert not (host.root / "etc/cron.d/gpu-stack-evil").exists()
+            assert diff_snapshots(before[case], snapshot(host)) == [], case
+
+
+def test_foreign_file_in_lib64_is_kept(cuda_host, tmp_path) -> None:
     first = run_playbook(cuda_host, PLAYBOOK, tags="cudnn")
     assert first.returncode == 0, first.stdout[-3000:]
+
+    # a bad archive over an installed cuDNN says that cuDNN stays as it is
+    fake = bad_archive(tmp_path / "fake.tar.xz", "fake-elf")
+    before = snapshot(cuda_host)
+    refused = run_playbook(cuda_host, PLAYBOOK, tags="cudnn", extra_vars={
+        "cudnn_archive_src": str(fake), "cudnn_archive_sha256": _sha256(fake)})
+    out = _flat(refused.stdout)
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    assert f"cuDNN {CUDNN3} stays installed, nothing was changed: archive" in out, out[-3000:]
+    assert FAKE_ELF in out
+    assert diff_snapshots(before, snapshot(cuda_host)) == []
+
     foreign = cuda_host.root / "usr/lib64" / f"libcudnn.so.{MAJOR}"
     foreign.write_bytes(b"a user's own build of cuDNN\n")
     content = foreign.read_bytes()
@@ -152,12 +171,30 @@ def test_foreign_file_in_lib64_is_kept(cuda_host) -> None:
     assert "nothing was written" in out
     assert diff_snapshots(before, snapshot(cuda_host)) == []
 
+    # the issue's case: the task that made the links reports the change and shows the warning, and the
+    # loader cache is refreshed (a manual ldconfig afterwards changes nothing)
     lenient = run_playbook(cuda_host, PLAYBOOK, tags="cuda_links")
     out = _flat(lenient.stdout)
     assert lenient.returncode == 0, lenient.stdout[-3000:]
-    assert f"Skipped 1 path(s): /usr/lib64/libcudnn.so.{MAJOR} exists and was not created" in out, out[-3000:]
+    assert (
+        f"[WARNING]: left alone 1 path(s) this project did not create: /usr/lib64/libcudnn.so.{MAJOR} exists "
+        "and was not created by this project (a regular file)"
+    ) in out, out[-3000:]
+    assert task_status(lenient.stdout, f"cuda_links : {LINKS_TASK}", cuda_host.name) == "changed"
+    assert task_status(lenient.stdout, LINKS_LOADER, cuda_host.name) == "changed"
     assert foreign.read_bytes() == content and not foreign.is_symlink()
     assert (cuda_host.root / "usr/lib64/libcudnn.so").is_symlink()
+    cache = cuda_host.run("ldconfig", "-p").stdout
+    assert f"=> /usr/lib64/libcudnn_ops.so.{MAJOR}\n" in cache
+    assert cuda_host.run("ldconfig").returncode == 0 and cuda_host.run("ldconfig", "-p").stdout == cache
+    # nothing but the links of the manifest, the manifest and the loader cache changed
+    manifest = "/var/lib/opensuse-gpu-stack/manifest-cuda_links.json"
+    made = {e["path"] for e in json.loads((cuda_host.root / manifest.lstrip("/")).read_text())["entries"]}
+    made.add(manifest)
+    changed = {d.split(": ", 1)[1].split(":", 1)[0] for d in diff_snapshots(before, snapshot(cuda_host))}
+    assert changed - made <= {"/etc/ld.so.cache", "/var/cache/ldconfig/aux-cache"}, changed - made
+    again = run_playbook(cuda_host, PLAYBOOK, tags="cuda_links")
+    assert _recap_changed(again.stdout) == 0 and "[WARNING]: left alone 1 path(s)" in again.stdout
 
     removed = run_playbook(cuda_host, REMOVE)
     assert removed.returncode == 0, removed.stdout[-3000:]

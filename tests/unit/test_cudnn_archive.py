@@ -15,6 +15,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from ansible.module_utils import gpu_stack_elf as elf
+from elf_samples import synthetic_elf
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("cudnn_archive", REPO / "roles/cudnn/library/cudnn_archive.py")
@@ -25,6 +27,12 @@ PIN = "9.3.0.75"
 TOP = "cudnn-linux-x86_64-9.3.0.75_cuda12-archive"
 VERSION_H = "#define CUDNN_MAJOR 9\n#define CUDNN_MINOR 3\n#define CUDNN_PATCHLEVEL 0\n"
 SUBLIBS = ["graph", "ops", "cnn", "adv", "heuristic", "engines_precompiled", "engines_runtime_compiled"]
+HOST = elf.host_machine()
+
+
+def so(soname: str) -> bytes:
+    """A small but well-formed ELF shared object for the machine running the tests."""
+    return synthetic_elf(2 if HOST[1] == 64 else 1, HOST[2], soname, machine=HOST[0] or 62)
 
 
 # --- fixtures
@@ -64,7 +72,7 @@ def redist_members(version_h: str = VERSION_H, top: str = TOP, extra=()) -> list
         member(top + "/include/cudnn.h", data=b'#include "cudnn_version.h"\n', mode=0o600),
         member(top + "/include/cudnn_version.h", data=version_h.encode(), mode=0o666),
         member(top + "/lib", "dir", mode=0o777),
-        member(top + "/lib/libcudnn.so.9.3.0", data=b"\x7fELF main", mode=0o700),
+        member(top + "/lib/libcudnn.so.9.3.0", data=so("libcudnn.so.9"), mode=0o700),
         member(top + "/lib/libcudnn.so.9", "link", target="libcudnn.so.9.3.0"),
         member(top + "/lib/libcudnn.so", "link", target="libcudnn.so.9"),
         member(top + "/lib/libcudnn_static.a", data=b"!<arch>\n", mode=0o600),
@@ -72,7 +80,7 @@ def redist_members(version_h: str = VERSION_H, top: str = TOP, extra=()) -> list
     ]
     for sub in SUBLIBS:
         ms += [
-            member(f"{top}/lib/libcudnn_{sub}.so.9.3.0", data=("\x7fELF " + sub).encode(), mode=0o600),
+            member(f"{top}/lib/libcudnn_{sub}.so.9.3.0", data=so(f"libcudnn_{sub}.so.9"), mode=0o600),
             member(f"{top}/lib/libcudnn_{sub}.so.9", "link", target=f"libcudnn_{sub}.so.9.3.0"),
             member(f"{top}/lib/libcudnn_{sub}.so", "link", target=f"libcudnn_{sub}.so.9"),
         ]
@@ -83,7 +91,7 @@ def legacy_members() -> list[dict]:
     return [
         member("cuda/include/cudnn.h", data=VERSION_H.encode(), mode=0o444),
         member("cuda/include/cudnn_version.h", data=VERSION_H.encode(), mode=0o444),
-        member("cuda/lib64/libcudnn.so.9.3.0", data=b"\x7fELF main", mode=0o775),
+        member("cuda/lib64/libcudnn.so.9.3.0", data=so("libcudnn.so.9"), mode=0o775),
         member("cuda/lib64/libcudnn.so.9", "link", target="libcudnn.so.9.3.0"),
         member("cuda/lib64/libcudnn.so", "link", target="libcudnn.so.9"),
         member("cuda/NVIDIA_SLA_cuDNN_Support.txt", data=b"sla\n"),
@@ -296,7 +304,7 @@ def test_inspect_v7_reads_cudnn_h(tmp_path):
     v7 = "#define CUDNN_MAJOR 7\n#define CUDNN_MINOR 6\n#define CUDNN_PATCHLEVEL 5\n"
     ms = [
         member("cuda/include/cudnn.h", data=v7.encode()),
-        member("cuda/lib64/libcudnn.so.7.6.5", data=b"\x7fELF"),
+        member("cuda/lib64/libcudnn.so.7.6.5", data=so("libcudnn.so.7")),
     ]
     info = ca.inspect_archive(str(make_tar(tmp_path / "v7.tgz", ms, "gz")), "7.6.5.32")
     assert (info["version"], info["version_source"]) == ("7.6.5", "cudnn.h")
@@ -372,6 +380,43 @@ def test_inspect_rejects_non_tar(tmp_path):
     junk.write_bytes(b"<html>404</html>")
     with pytest.raises(ca.ArchiveError, match="cannot be read as a tar archive"):
         ca.inspect_archive(str(junk), PIN)
+
+
+def _with_library(data: bytes, name: str = "libcudnn.so.9.3.0") -> list[dict]:
+    return [dict(m, data=data) if m["name"] == f"{TOP}/lib/{name}" else m for m in redist_members()]
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"\x7fELF", "lib/libcudnn.so.9.3.0 is only 4 bytes long: a truncated ELF header, not a library"),
+        (b"\x7fELF" + b"\0" * 4092, "lib/libcudnn.so.9.3.0 has an unknown ELF class (0)"),
+        (b"a user's notes\n", "lib/libcudnn.so.9.3.0 is not an ELF file"),
+        (synthetic_elf(2, "<", "libcudnn.so.9", machine=22), "lib/libcudnn.so.9.3.0 is built for s390x"),
+        (
+            synthetic_elf(2, "<", "libcudnn.so.9", etype=2),
+            "lib/libcudnn.so.9.3.0 is an executable, not a shared",
+        ),
+        (so("libcudnn.so.9")[:-8], "lib/libcudnn.so.9.3.0 is truncated: its dynamic section ends beyond"),
+    ],
+    ids=["4-byte-elf-magic", "zeros", "text", "other-arch", "executable", "truncated"],
+)
+def test_inspect_refuses_members_that_are_not_shared_objects_of_this_host(tmp_path, data, words):
+    with pytest.raises(ca.ArchiveError) as err:
+        ca.inspect_archive(str(make_tar(tmp_path / "bad.tar.xz", _with_library(data))), PIN)
+    assert "members named like shared libraries are not ELF shared objects for this host" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_inspect_checks_every_shared_library_against_the_target_host(tmp_path):
+    archive = str(make_tar(tmp_path / "a.tar.xz", redist_members()))
+    other = (183, 64, "<") if HOST[0] != 183 else (62, 64, "<")
+    words = f"is built for {elf.machine_name(HOST[0])}, this host is {elf.machine_name(other[0])}"
+    with pytest.raises(ca.ArchiveError) as err:
+        ca.inspect_archive(archive, PIN, host=other)
+    assert f"lib/libcudnn_graph.so.9.3.0 {words}" in str(err.value)
+    # the static archive and the headers are not shared libraries: not checked
+    assert ca.inspect_archive(archive, PIN)["version"] == "9.3.0"
 
 
 # --- install / remove
@@ -454,6 +499,30 @@ def test_foreign_file_is_a_conflict_and_nothing_is_written(tmp_path, cuda_tree):
         run(cuda_tree, make_tar(tmp_path / "a.tar.xz", redist_members()))
     assert listing(cuda_tree["root"]) == before
     assert (cuda_tree["include"] / "cudnn.h").read_text() == "// a user's own header\n"
+
+
+def test_a_refused_upgrade_says_the_installed_cudnn_stays(tmp_path, cuda_tree):
+    run(cuda_tree, make_tar(tmp_path / "a.tar.xz", redist_members()))
+    (cuda_tree["include"] / "cudnn_extra.h").write_text("// a user's own header\n")
+    extra = [member(f"{TOP}/include/cudnn_extra.h", data=b"// new in this build\n")]
+    before = listing(cuda_tree["root"])
+    with pytest.raises(
+        FailJson, match=r"^cuDNN 9\.3\.0 stays installed, nothing was changed: 1 path\(s\) exist"
+    ):
+        run(cuda_tree, make_tar(tmp_path / "b.tar.xz", redist_members(extra=extra)))
+    assert listing(cuda_tree["root"]) == before
+
+
+def test_refusals_say_what_stays_on_the_host():
+    assert ca.nothing_changed(None) == "cuDNN not installed, nothing was written"
+    installed = {"state": "installed", "version": "9.3.0", "entries": [{"path": "/x", "kind": "file"}]}
+    assert ca.nothing_changed(installed) == "cuDNN 9.3.0 stays installed, nothing was changed"
+    interrupted = dict(installed, state="installing")
+    assert ca.nothing_changed(interrupted).startswith("the interrupted install of cuDNN 9.3.0 stays as it is")
+    rpms = {"state": "installed", "version_pin": "9.3.0.75", "entries": [], "packages": ["libcudnn9-cuda-12"]}
+    assert ca.nothing_changed(rpms) == (
+        "cuDNN 9.3.0.75 from RPMs (libcudnn9-cuda-12) stays installed, nothing was changed"
+    )
 
 
 def test_identical_foreign_file_is_left_alone_and_not_recorded(tmp_path, cuda_tree):
@@ -597,8 +666,18 @@ def test_url_source_downloads_verifies_and_installs(tmp_path, cuda_tree):
 def test_rpm_route_manifest_refuses_tarball(tmp_path, cuda_tree):
     manifest = Path(cuda_tree["manifest"])
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({"schema": 1, "role": "cudnn", "method": "rpm", "entries": [],
-                                    "packages": ["libcudnn9-cuda-12"], "state": "installed"}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "role": "cudnn",
+                "method": "rpm",
+                "entries": [],
+                "packages": ["libcudnn9-cuda-12"],
+                "state": "installed",
+            }
+        )
+    )
     with pytest.raises(FailJson, match="was installed from RPMs by this project"):
         run(cuda_tree, make_tar(tmp_path / "a.tar.xz", redist_members()))
     # removal of an RPM-route manifest removes only the manifest (the role removes the packages)
@@ -606,8 +685,12 @@ def test_rpm_route_manifest_refuses_tarball(tmp_path, cuda_tree):
 
 
 def test_check_mode_before_cuda_exists_reports_a_change(tmp_path, cuda_tree):
-    result = run(cuda_tree, make_tar(tmp_path / "a.tar.xz", redist_members()), check=True,
-                 cuda_home=str(tmp_path / "not-yet"))
+    result = run(
+        cuda_tree,
+        make_tar(tmp_path / "a.tar.xz", redist_members()),
+        check=True,
+        cuda_home=str(tmp_path / "not-yet"),
+    )
     assert result["changed"] and "would be installed once the CUDA toolkit is" in result["warnings"][0]
 
 

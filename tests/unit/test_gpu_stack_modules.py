@@ -127,3 +127,28 @@ def test_warn_returns_the_message_as_warning(monkeypatch):
 def test_warn_without_message_fails(monkeypatch):
     monkeypatch.setattr(warn.ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
     assert _action({}).run(task_vars={})["failed"]
+
+
+# --- gpu_stack_key_fingerprints
+
+keys = _load("gpu_stack_key_fingerprints", "plugins/modules/gpu_stack_key_fingerprints.py")
+
+# gpg --with-colons --fixed-list-mode --import-options show-only --import, two keys in one file
+GPG_SHOW = """pub:-:4096:1:9CD0A493D42D0685:1649973841:::-:::scESC::::::23::0:
+fpr:::::::::610C7B14E068A878070DA4E99CD0A493D42D0685:
+uid:-::::1649973841::5A6B00A1E5C2C1E1B7D1E9A4C4C0D2A1B3D0F0E1::cudatools <cudatools@nvidia.com>::::::::::0:
+pub:-:3072:1:91AD8E865D0297AF:1700000000:::-:::scESC::::::23::0:
+fpr:::::::::eaf843f3d788e462fc3aefd791ad8e865d0297af:
+sub:-:3072:1:0123456789ABCDEF:1700000000::::::e::::::23:
+fpr:::::::::0A1B2C3D4E5F60718293A4B5C6D7E8F901234567:
+"""
+
+
+def test_parse_colons_lists_primary_keys_then_subkeys_in_upper_case():
+    every, primary = keys.parse_colons(GPG_SHOW)
+    assert primary == ["610C7B14E068A878070DA4E99CD0A493D42D0685", "EAF843F3D788E462FC3AEFD791AD8E865D0297AF"]
+    assert every == [*primary, "0A1B2C3D4E5F60718293A4B5C6D7E8F901234567"]
+
+
+def test_parse_colons_of_nothing():
+    assert keys.parse_colons("gpg: no valid OpenPGP data found.\n") == ([], [])

@@ -1,18 +1,17 @@
-"""Unit tests for roles/cuda_links/library/soname_links.py: ELF SONAME parsing, planning, links and removal.
+"""Unit tests for roles/cuda_links/library/soname_links.py: planning, links, aliases, mirrors and removal.
 
-Shared libraries are compiled here with gcc -shared -Wl,-soname; ELF32 and big-endian files are built
-byte by byte with struct. Link trees live under tmp_path.
+Shared libraries are compiled with gcc -shared -Wl,-soname (conftest.build); the ELF reader itself is
+tested in test_gpu_stack_elf.py. Link trees live under tmp_path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import stat
-import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,126 +25,6 @@ SPEC.loader.exec_module(sl)
 
 GCC = shutil.which("gcc")
 needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc is needed to build test libraries")
-
-
-@pytest.fixture(scope="session")
-def build(tmp_path_factory):
-    """build(soname) -> path of a real shared library with that DT_SONAME (cached per soname)."""
-    out = tmp_path_factory.mktemp("elf")
-    src = out / "stub.c"
-    src.write_text('#include <stdio.h>\nint stub_version(void) { puts("stub"); return 90300; }\n')
-    cache = {}
-
-    def _build(soname: str | None) -> Path:
-        if soname not in cache:
-            target = out / f"lib_{len(cache)}.so"
-            cmd = [GCC, "-shared", "-fPIC", "-o", str(target), str(src)]
-            if soname:
-                cmd.insert(3, "-Wl,-soname," + soname)
-            subprocess.run(cmd, check=True, capture_output=True)
-            cache[soname] = target
-        return cache[soname]
-
-    return _build
-
-
-def synthetic_elf(cls: int, order: str, soname: str | None, needed=("libc.so.6",)) -> bytes:
-    """A minimal ELF (ET_DYN) with PT_LOAD + PT_DYNAMIC, strtab at a non-zero vaddr."""
-    strtab = b"\0"
-    offsets = {}
-    for s in ([soname] if soname else []) + list(needed):
-        offsets[s] = len(strtab)
-        strtab += s.encode() + b"\0"
-    ehsize, phentsize = (64, 56) if cls == 2 else (52, 32)
-    phoff = ehsize
-    dyn_fmt = order + ("qQ" if cls == 2 else "iI")
-    dyn_entries = [(1, offsets[n]) for n in needed]
-    if soname:
-        dyn_entries.append((14, offsets[soname]))
-    strtab_off = phoff + 2 * phentsize
-    vaddr_base = 0x400000
-    dyn_entries += [(5, vaddr_base + strtab_off), (10, len(strtab)), (0, 0)]
-    dyn_off = strtab_off + len(strtab)
-    dynamic = b"".join(struct.pack(dyn_fmt, t, v) for t, v in dyn_entries)
-    total = dyn_off + len(dynamic)
-    ident = b"\x7fELF" + bytes([cls, 1 if order == "<" else 2, 1]) + b"\0" * 9
-    if cls == 2:
-        header = struct.pack(
-            order + "HHIQQQIHHHHHH", 3, 62, 1, 0, phoff, 0, 0, ehsize, phentsize, 2, 64, 0, 0
-        )
-        load = struct.pack(order + "IIQQQQQQ", 1, 5, 0, vaddr_base, vaddr_base, total, total, 0x1000)
-        dyn = struct.pack(
-            order + "IIQQQQQQ", 2, 6, dyn_off, vaddr_base + dyn_off, 0, len(dynamic), len(dynamic), 8
-        )
-    else:
-        header = struct.pack(order + "HHIIIIIHHHHHH", 3, 3, 1, 0, phoff, 0, 0, ehsize, phentsize, 2, 40, 0, 0)
-        load = struct.pack(order + "IIIIIIII", 1, 0, vaddr_base, vaddr_base, total, total, 5, 0x1000)
-        dyn = struct.pack(
-            order + "IIIIIIII", 2, dyn_off, vaddr_base + dyn_off, 0, len(dynamic), len(dynamic), 6, 4
-        )
-    return ident + header + load + dyn + strtab + dynamic
-
-
-# --- ELF
-
-
-@needs_gcc
-def test_reads_soname_of_a_compiled_library(build):
-    info = sl.read_elf_dynamic(str(build("libcudnn.so.9")))
-    assert info["soname"] == "libcudnn.so.9" and info["class"] == 64
-    assert "libc.so.6" in info["needed"]
-
-
-@needs_gcc
-def test_library_without_soname(build):
-    assert sl.read_soname(str(build(None))) is None
-
-
-@needs_gcc
-def test_object_file_has_no_dynamic_section(tmp_path):
-    src = tmp_path / "x.c"
-    src.write_text("int x;\n")
-    subprocess.run([GCC, "-c", "-o", str(tmp_path / "x.o"), str(src)], check=True)
-    assert sl.read_elf_dynamic(str(tmp_path / "x.o"))["soname"] is None
-
-
-def test_system_libc_soname():
-    for candidate in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6", "/usr/lib64/libc.so.6"):
-        if os.path.exists(candidate):
-            assert sl.read_soname(os.path.realpath(candidate)) == "libc.so.6"
-            return
-    pytest.skip("no libc.so.6 at a known path")
-
-
-@pytest.mark.parametrize("cls, order", [(2, "<"), (2, ">"), (1, "<"), (1, ">")])
-def test_synthetic_elf_classes_and_byte_orders(tmp_path, cls, order):
-    path = tmp_path / "libfoo.so.3.1"
-    path.write_bytes(synthetic_elf(cls, order, "libfoo.so.3", needed=("libbar.so.1", "libc.so.6")))
-    info = sl.read_elf_dynamic(str(path))
-    assert info == {
-        "class": 64 if cls == 2 else 32,
-        "soname": "libfoo.so.3",
-        "needed": ["libbar.so.1", "libc.so.6"],
-    }
-
-
-@pytest.mark.parametrize(
-    "data", [b"", b"\x7fEL", b"#!/bin/sh\n", b"INPUT(libfoo.so.1)\n", b"\x7fELF\x09\x01" + b"\0" * 60]
-)
-def test_non_elf_and_garbage(tmp_path, data):
-    path = tmp_path / "libjunk.so"
-    path.write_bytes(data)
-    assert sl.read_soname(str(path)) is None
-    with pytest.raises((sl.ElfError, struct.error)):
-        sl.read_elf_dynamic(str(path))
-
-
-def test_truncated_dynamic_section_is_an_error(tmp_path):
-    data = synthetic_elf(2, "<", "libfoo.so.3")
-    path = tmp_path / "libfoo.so.3"
-    path.write_bytes(data[:-20])
-    with pytest.raises(sl.ElfError):
-        sl.read_elf_dynamic(str(path))
 
 
 # --- names
@@ -194,6 +73,7 @@ def tree(tmp_path, build):
     inc.mkdir()
     (inc / "cudnn.h").write_text("// h\n")
     (inc / "crt").mkdir()
+    (inc / "crt" / "host_config.h").write_text("// h\n")
     os.symlink("targets/x86_64-linux/lib", root / "usr/local/cuda-12.5/lib64")
     os.symlink("targets/x86_64-linux/include", root / "usr/local/cuda-12.5/include")
     os.symlink("cuda-12.5", root / "usr/local/cuda")
@@ -226,11 +106,9 @@ def tree(tmp_path, build):
             "expected_sonames": ["libcudart.so.12", "libcufft.so.11", "libcurand.so.10"],
             "expected_aliases": True,
             "mirrors": [
-                {"src": str(home / "include"), "dest": str(root / "usr/include"), "dirs": True},
+                {"src": str(home / "include"), "dest": str(root / "usr/include"), "recurse": True},
                 {"src": str(home / "lib64"), "dest": str(root / "usr/lib64"), "patterns": ["*.so*"]},
             ],
-            "loader_conf": str(root / "etc/ld.so.conf.d/opensuse-gpu-stack-cuda-links.conf"),
-            "loader_dirs": ["/usr/local/cuda/lib64"],
             "manifest": str(root / "var/lib/opensuse-gpu-stack/manifest-cuda_links.json"),
             "strict": False,
         },
@@ -258,7 +136,7 @@ def present(tree, check=False, **overrides):
 
 
 @needs_gcc
-def test_creates_soname_dev_alias_mirror_and_loader_entries(tree):
+def test_creates_soname_dev_alias_and_mirror_entries(tree):
     lib, root = tree["lib"], tree["root"]
     result = present(tree)
     assert result["changed"]
@@ -271,28 +149,40 @@ def test_creates_soname_dev_alias_mirror_and_loader_entries(tree):
     # declared alias (the original procedure's libcublas.so.10.0) and TF's expected libcufft.so.11
     assert os.readlink(lib / "libcublas.so.10.0") == "libcublas.so.10"
     assert os.readlink(lib / "libcufft.so.11") == "libcufft.so.10"
-    reasons = {(a["path"].split("/")[-1], a["reason"], a["created"]) for a in result["aliases"]}
+    reasons = {
+        (a["path"].split("/")[-1], a["reason"], a["created"], a["cross_major"]) for a in result["aliases"]
+    }
     assert {
-        ("libcublas.so.10.0", "declared", True),
-        ("libcufft.so.11", "expected", True),
-        ("libnope.so.1.0", "declared", False),
+        ("libcublas.so.10.0", "declared", True, False),
+        ("libcufft.so.11", "expected", True, True),
+        ("libnope.so.1.0", "declared", False, False),
     } == reasons
     assert result["missing_sonames"] == ["libcurand.so.10"]
-    assert any("libcufft.so.11" in w for w in result["warnings"])
-    # mirrors: absolute links through /usr/local/cuda, including links created above and header dirs
+    # the expected alias crosses majors: a warning (every run), the declared same-major one is not
+    assert [w for w in result["warnings"] if "libcufft.so.11" in w and "a different ABI" in w]
+    assert not [w for w in result["warnings"] if "libcublas.so.10.0" in w]
+    # mirrors: absolute links through /usr/local/cuda, including links created above
     assert os.readlink(root / "usr/lib64/libcudnn.so.9") == str(tree["home"] / "lib64/libcudnn.so.9")
     assert os.readlink(root / "usr/lib64/libcufft.so.11") == str(tree["home"] / "lib64/libcufft.so.11")
     assert os.readlink(root / "usr/include/cudnn.h") == str(tree["home"] / "include/cudnn.h")
-    assert os.readlink(root / "usr/include/crt") == str(tree["home"] / "include/crt")
+    # files only: a header directory becomes a real directory of file links, never a directory link
+    crt = root / "usr/include/crt"
+    assert crt.is_dir() and not crt.is_symlink() and stat.S_IMODE(crt.stat().st_mode) == 0o755
+    assert os.readlink(crt / "host_config.h") == str(tree["home"] / "include/crt/host_config.h")
     assert not (root / "usr/lib64/libcudnn_static.a").exists()
     assert not (root / "usr/lib64/stubs").exists()
     for entry in os.listdir(root / "usr/lib64"):
         assert os.path.exists(root / "usr/lib64" / entry), "dangling " + entry
-    conf = Path(tree["params"]["loader_conf"]).read_text()
-    assert conf.endswith("/usr/local/cuda/lib64\n")
+    for system_dir in ("usr/include", "usr/lib64"):
+        for dirpath, dirnames, filenames in os.walk(root / system_dir):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                assert not (path.is_symlink() and path.is_dir()), f"directory link {path}"
     manifest = json.loads(Path(tree["params"]["manifest"]).read_text())
     assert manifest["state"] == "applied"
     assert sorted(e["path"] for e in manifest["entries"]) == sorted(result["created"])
+    assert {"path": str(crt), "kind": "dir", "reason": "mirror"} in manifest["entries"]
+    assert not [e for e in manifest["entries"] if e["kind"] == "file"]
 
 
 @needs_gcc
@@ -314,14 +204,16 @@ def test_check_mode_on_a_fresh_tree_reports_and_writes_nothing(tree):
 
 
 @needs_gcc
-def test_foreign_file_is_skipped_listed_and_kept(tree):
+def test_foreign_file_is_left_alone_listed_and_kept(tree):
     foreign = tree["root"] / "usr/lib64/libcudnn.so.9"
     foreign.write_bytes(b"a user's own library")
     result = present(tree)
-    assert [s["path"] for s in result["skipped"]] == [str(foreign)]
-    assert "not created by this project" in result["skipped"][0]["reason"]
+    assert "skipped" not in result  # Ansible would read it as "the task was skipped"
+    assert [s["path"] for s in result["foreign"]] == [str(foreign)]
+    assert "not created by this project" in result["foreign"][0]["reason"]
     assert foreign.read_bytes() == b"a user's own library"
-    assert any("skipped 1 path" in w for w in result["warnings"])
+    assert any("left alone 1 path(s) this project did not create" in w for w in result["warnings"])
+    assert result["changed"]
     assert os.path.islink(tree["root"] / "usr/lib64/libcudnn.so")
     sl.run_absent(tree["params"], False)
     assert foreign.read_bytes() == b"a user's own library"
@@ -343,7 +235,7 @@ def test_strict_mode_fails_before_writing(tree):
 def test_owner_lookup_is_reported(tree):
     (tree["root"] / "usr/include/cudnn.h").write_text("// rpm-owned header\n")
     result = sl.run_present(tree["params"], True, owner=lambda p: "package libcudnn9-devel-cuda-12")
-    assert result["skipped"][0]["owner"] == "package libcudnn9-devel-cuda-12"
+    assert result["foreign"][0]["owner"] == "package libcudnn9-devel-cuda-12"
 
 
 @needs_gcc
@@ -351,7 +243,7 @@ def test_existing_equivalent_links_are_accepted(tree):
     # a link made by hand that resolves to the same file is fine: not touched, not recorded
     os.symlink(str(tree["lib"] / "libcudnn.so.9.3.0"), tree["root"] / "usr/lib64/libcudnn.so.9.3.0")
     result = present(tree)
-    assert result["skipped"] == []
+    assert result["foreign"] == []
     assert str(tree["root"] / "usr/lib64/libcudnn.so.9.3.0") not in result["created"]
     sl.run_absent(tree["params"], False)
     assert os.path.islink(tree["root"] / "usr/lib64/libcudnn.so.9.3.0")
@@ -387,8 +279,8 @@ def test_changed_link_is_no_longer_ours(tree):
     link.unlink()
     os.symlink("libcudnn.so.9.1.0", link)
     result = present(tree)
-    assert [s["path"] for s in result["skipped"]] == [str(link)]
-    assert "changed since this project created it" in result["skipped"][0]["reason"]
+    assert [s["path"] for s in result["foreign"]] == [str(link)]
+    assert "changed since this project created it" in result["foreign"][0]["reason"]
     assert os.readlink(link) == "libcudnn.so.9.1.0"
     manifest = json.loads(Path(tree["params"]["manifest"]).read_text())
     assert str(link) not in {e["path"] for e in manifest["entries"]}
@@ -407,17 +299,185 @@ def test_stale_links_go_when_their_library_goes(tree):
 
 @needs_gcc
 def test_system_dirs_switch_off(tree):
-    result = present(tree, mirrors=[], loader_conf=None)
+    result = present(tree, mirrors=[])
     assert not any("/usr/lib64/" in p or "/usr/include/" in p for p in result["created"])
     assert os.listdir(tree["root"] / "usr/lib64") == []
 
 
 @needs_gcc
-def test_expected_aliases_can_be_report_only(tree):
+def test_aliases_across_majors_are_refused_by_default_and_warned_about(tree):
+    before = listing(tree["root"])
     result = present(tree, expected_aliases=False)
     assert not os.path.lexists(tree["lib"] / "libcufft.so.11")
     alias = next(a for a in result["aliases"] if a["reason"] == "expected")
-    assert alias["created"] is False and "ABI may differ" in alias["note"]
+    assert alias["created"] is False and alias["cross_major"] is True
+    assert "libcufft.so.11 is missing: libcufft.so.10 has major 10, a different ABI" in alias["note"]
+    assert "no alias was made" in alias["note"]
+    assert [w for w in result["warnings"] if "no alias was made" in w]
+    again = present(tree, expected_aliases=False)
+    assert not again["changed"] and [w for w in again["warnings"] if "no alias was made" in w]
+    assert listing(tree["root"]) != before  # the other links were made
+
+
+@needs_gcc
+def test_an_enabled_alias_across_majors_is_warned_about_on_every_run(tree):
+    present(tree)
+    again = present(tree)
+    assert not again["changed"]
+    assert [w for w in again["warnings"] if "libcufft.so.11" in w and "a different ABI" in w]
+
+
+@needs_gcc
+def test_disabling_expected_aliases_removes_ours(tree):
+    present(tree)
+    result = present(tree, expected_aliases=False)
+    assert str(tree["lib"] / "libcufft.so.11") in result["removed"]
+    assert not os.path.lexists(tree["lib"] / "libcufft.so.11")
+    assert not os.path.lexists(tree["root"] / "usr/lib64/libcufft.so.11")
+
+
+@needs_gcc
+def test_a_declared_alias_across_majors_is_refused_before_writing(tree):
+    before = listing(tree["root"])
+    aliases = [{"name": "libcufft.so.11", "target": "libcufft.so.10"}]
+    with pytest.raises(
+        sl.PlanError,
+        match=r"alias libcufft.so.11 -> libcufft.so.10 links major 11 to a library "
+        r"of major 10 \(libcufft.so.10\): a different major is a different ABI.*cross_major: true",
+    ):
+        present(tree, aliases=aliases, expected_aliases=False)
+    assert listing(tree["root"]) == before
+
+
+@needs_gcc
+def test_a_declared_alias_to_a_real_file_of_another_major_is_refused(tree):
+    # the target's own SONAME decides, not its file name
+    os.symlink("libcufft.so.10.1.2", tree["lib"] / "libcufft-latest.so")
+    with pytest.raises(sl.PlanError, match="links major 11 to a library of major 10"):
+        present(tree, aliases=[{"name": "libcufft.so.11", "target": "libcufft-latest.so"}])
+
+
+@needs_gcc
+def test_a_declared_alias_across_majors_with_cross_major_is_made_and_warned(tree):
+    aliases = [{"name": "libcufft.so.11", "target": "libcufft.so.10", "cross_major": True}]
+    result = present(tree, aliases=aliases, expected_aliases=False)
+    assert os.readlink(tree["lib"] / "libcufft.so.11") == "libcufft.so.10"
+    assert [w for w in result["warnings"] if "a declared alias across majors (11 -> 10)" in w]
+    assert [
+        w for w in present(tree, aliases=aliases, expected_aliases=False)["warnings"] if "(11 -> 10)" in w
+    ]
+
+
+@needs_gcc
+def test_a_same_major_expected_alias_is_suggested_as_a_declaration(tree):
+    result = present(tree, expected_sonames=["libcublas.so.10.0"], aliases=[], expected_aliases=False)
+    alias = next(a for a in result["aliases"] if a["reason"] == "expected")
+    assert alias["cross_major"] is False and not os.path.lexists(tree["lib"] / "libcublas.so.10.0")
+    assert "declare {name: libcublas.so.10.0, target: libcublas.so.10} in cuda_links_aliases" in alias["note"]
+
+
+@pytest.mark.parametrize(
+    ("name", "major"),
+    [("libcufft.so.11", 11), ("libcublas.so.10.0", 10), ("libcublas.so", None), ("x", None)],
+)
+def test_major_of(name, major):
+    assert sl.major_of(name) == major
+
+
+@needs_gcc
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "libx.so.1"},
+        {"name": "a/b", "target": "x"},
+        {"name": "libx.so.1", "target": "y", "abi": "same"},
+    ],
+)
+def test_bad_alias_items_are_refused(tree, bad):
+    with pytest.raises(sl.PlanError, match="needs a plain file name 'name' and a 'target'"):
+        present(tree, aliases=[bad])
+
+
+@needs_gcc
+def test_an_old_directory_link_becomes_a_real_directory(tree):
+    """Earlier versions linked header directories whole; such a link of ours is replaced, children made."""
+    root, home = tree["root"], tree["home"]
+    old_link = root / "usr/include/crt"
+    os.symlink(str(home / "include/crt"), old_link)
+    manifest = Path(tree["params"]["manifest"])
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "role": "cuda_links",
+                "state": "applied",
+                "created_dirs": [],
+                "entries": [
+                    {
+                        "path": str(old_link),
+                        "kind": "link",
+                        "reason": "mirror",
+                        "target": str(home / "include/crt"),
+                    }
+                ],
+            }
+        )
+    )
+    result = present(tree)
+    assert str(old_link) in result["created"] and result["foreign"] == []
+    assert old_link.is_dir() and not old_link.is_symlink()
+    assert os.readlink(old_link / "host_config.h") == str(home / "include/crt/host_config.h")
+    assert (tree["inc"] / "crt/host_config.h").read_text() == "// h\n"  # NVIDIA's tree untouched
+    assert not present(tree)["changed"]
+
+
+@needs_gcc
+def test_a_foreign_directory_is_used_and_a_foreign_directory_link_is_left_alone(tree):
+    root, home = tree["root"], tree["home"]
+    (root / "usr/include/crt").mkdir()  # a package's real directory: our file links go inside
+    result = present(tree)
+    assert os.readlink(root / "usr/include/crt/host_config.h") == str(home / "include/crt/host_config.h")
+    sl.run_absent(tree["params"], False)
+    assert (root / "usr/include/crt").is_dir() and os.listdir(root / "usr/include/crt") == []
+    (root / "usr/include/crt").rmdir()
+    os.symlink(str(home / "include/crt"), root / "usr/include/crt")  # a user's own directory link
+    result = present(tree)
+    assert [f["path"] for f in result["foreign"]] == [str(root / "usr/include/crt")]
+    assert (tree["inc"] / "crt/host_config.h").read_text() == "// h\n"
+
+
+@needs_gcc
+def test_removal_takes_away_the_directories_it_made(tree):
+    present(tree)
+    assert (tree["root"] / "usr/include/crt").is_dir()
+    result = sl.run_absent(tree["params"], False)
+    assert str(tree["root"] / "usr/include/crt") in result["removed"]
+    assert not os.path.lexists(tree["root"] / "usr/include/crt")
+
+
+@needs_gcc
+def test_the_loader_file_of_earlier_versions_is_removed(tree):
+    """Earlier versions wrote an ld.so.conf.d file duplicating NVIDIA's; it goes when still as written."""
+    conf = tree["root"] / "etc/ld.so.conf.d/opensuse-gpu-stack-cuda-links.conf"
+    text = "# Managed by opensuse-gpu-stack (role cuda_links)\n/usr/local/cuda/lib64\n"
+    conf.write_text(text)
+    manifest = Path(tree["params"]["manifest"])
+    manifest.parent.mkdir(parents=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    manifest.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "role": "cuda_links",
+                "state": "applied",
+                "created_dirs": [],
+                "entries": [{"path": str(conf), "kind": "file", "reason": "loader", "sha256": digest}],
+            }
+        )
+    )
+    result = present(tree)
+    assert str(conf) in result["removed"] and not conf.exists()
 
 
 def test_missing_lib_dir_is_a_clear_error(tmp_path):
@@ -426,12 +486,10 @@ def test_missing_lib_dir_is_a_clear_error(tmp_path):
         "dev_links": True,
         "aliases": [],
         "expected_sonames": [],
-        "expected_aliases": True,
+        "expected_aliases": False,
         "mirrors": [],
-        "loader_conf": None,
-        "loader_dirs": [],
         "manifest": str(tmp_path / "m.json"),
         "strict": False,
     }
-    with pytest.raises(sl.ElfError, match="install the CUDA toolkit first"):
+    with pytest.raises(sl.PlanError, match="install the CUDA toolkit first"):
         sl.run_present(params, False, owner=None)

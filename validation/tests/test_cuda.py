@@ -7,12 +7,11 @@ role inputs cuda_version / cuda_release / cuda_package where the inventory sets 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 CUDA_HOME = "/usr/local/cuda"
 MARKER = "Managed by opensuse-gpu-stack (roles/cuda)"
+PROJECT_LOADER_FILE = "/etc/ld.so.conf.d/opensuse-gpu-stack-cuda.conf"
 
 
 def test_pip_mode_leaves_the_system_without_cuda(host, cuda_mode) -> None:
@@ -86,8 +85,33 @@ def test_cuda_packages_verify(host, cuda) -> None:
     assert res.rc == 0 and not res.stdout.strip(), res.stdout
 
 
-def test_own_loader_entry_only_without_nvidia_entries(host, cuda) -> None:
-    nvidia = [p for p in ("000_cuda.conf", f"988_cuda-{cuda['major']}.conf")
-              if host.file(os.path.join("/etc/ld.so.conf.d", p)).exists]
-    own = host.file("/etc/ld.so.conf.d/opensuse-gpu-stack-cuda.conf").exists
-    assert own != bool(nvidia), f"NVIDIA entries {nvidia}, role entry present: {own}"
+def _conf_dirs(host, text: str) -> set[str]:
+    dirs = [line.split("#")[0].strip() for line in text.splitlines()]
+    return {host.check_output("readlink -f %s", d) for d in dirs if d.startswith("/")}
+
+
+def test_one_project_loader_file_duplicating_no_other(host) -> None:
+    """The project owns at most one ld.so.conf.d file, and it lists no directory another file lists (NVIDIA's
+    000_cuda.conf and 98x_cuda-<major>.conf normally cover the CUDA directory, so it does not exist)."""
+    names = host.check_output("ls -1 /etc/ld.so.conf.d").split()
+    ours = [n for n in names if MARKER in host.file(f"/etc/ld.so.conf.d/{n}").content_string
+            or "opensuse-gpu-stack" in n]
+    assert set(ours) <= {PROJECT_LOADER_FILE.rsplit("/", 1)[1]}, f"loader files of the project: {ours}"
+    others = set()
+    for name in names:
+        if name not in ours and name.endswith(".conf"):
+            others |= _conf_dirs(host, host.file(f"/etc/ld.so.conf.d/{name}").content_string)
+    if ours:
+        conf = host.file(PROJECT_LOADER_FILE)
+        assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o644)
+        assert MARKER in conf.content_string.splitlines()[0]
+        duplicated = _conf_dirs(host, conf.content_string) & others
+        assert duplicated == set(), f"{PROJECT_LOADER_FILE} repeats {duplicated}"
+
+
+def test_loader_searches_the_cuda_libraries(host, cuda) -> None:
+    """With or without the project's file, ldconfig scans the CUDA library directory."""
+    real = host.check_output(f"readlink -f {CUDA_HOME}/lib64")
+    scanned = [line.split(":")[0] for line in host.check_output("ldconfig -v -N -X 2>/dev/null").splitlines()
+               if line.startswith("/")]
+    assert real in {host.check_output("readlink -f %s", d) for d in scanned}

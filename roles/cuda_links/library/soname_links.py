@@ -1,24 +1,19 @@
 #!/usr/bin/python
 """Create the CUDA/cuDNN library links TensorFlow needs, from ELF SONAMEs, and keep a manifest of them.
 
-The pure functions (ELF parsing, version sorting, planning) are imported by tests/unit/test_soname_links.py;
+The pure functions (version sorting, planning) are imported by tests/unit/test_soname_links.py;
 `main()` is the Ansible entry point.
 """
 
-import errno
 import fnmatch
 import hashlib
-import json
 import os
 import stat
-import struct
 import subprocess
-import tempfile
 
-try:
-    from ansible.module_utils.basic import AnsibleModule
-except ImportError:  # pragma: no cover - unit tests import the pure functions without Ansible
-    AnsibleModule = None
+from ansible.module_utils import gpu_stack_elf as elf
+from ansible.module_utils import gpu_stack_manifest as manifests
+from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 ---
@@ -29,15 +24,20 @@ description:
     with Python's struct; file names are never used to guess it) and makes sure the SONAME link
     (C(libcudnn.so.9 -> libcudnn.so.9.3.0)) and the unversioned development link
     (C(libcudnn.so -> libcudnn.so.9)) exist.
-  - Creates declared compatibility aliases (O(aliases)) and, for each name in O(expected_sonames) that
-    is missing while another version of the same library is present, an alias to that version.
-  - Mirrors entries of a source directory into a system directory as absolute symlinks (O(mirrors)),
-    as the original procedure did with C(ln -s /usr/local/cuda/include/* /usr/include/).
-  - Writes an ld.so.conf.d file listing O(loader_dirs) (run ldconfig afterwards, e.g. from a handler).
-  - Never replaces a path it did not create (a package's file, a user's library): such paths are
-    skipped and listed in RV(skipped); with O(strict=true) the module fails before writing anything.
-  - Every link and file it creates is recorded in a JSON manifest; O(state=absent) removes exactly those
-    entries that are still as created.
+  - Creates declared compatibility aliases (O(aliases)). An alias from one major version to another
+    (a different ABI) is refused unless the item says C(cross_major=true); such an alias is then a
+    warning on every run.
+  - For each name in O(expected_sonames) that is missing while another version of the same library is
+    present, warns on every run; with O(expected_aliases=true) also links the name to that version.
+  - Mirrors the files of a source directory into a system directory as absolute symlinks (O(mirrors)),
+    as the original procedure did with C(ln -s /usr/local/cuda/include/* /usr/include/). Only files are
+    linked; a source subdirectory becomes a real directory (with O(mirrors[].recurse)), never a
+    directory link, so a package that later owns it neither collides with it nor writes through it.
+  - Never replaces a path it did not create (a package's file, a user's library); such paths are
+    left alone, listed in RV(foreign) and warned about; with O(strict=true) the module fails before
+    writing anything.
+  - Every link and directory it creates is recorded in a JSON manifest; O(state=absent) removes exactly
+    those entries that are still as created. Refresh the loader cache afterwards (gpu_stack_loader_cache).
 options:
   state:
     description: C(present) creates the links, C(absent) removes what the manifest lists.
@@ -56,41 +56,36 @@ options:
   aliases:
     description:
       - Declared compatibility aliases, created in the first of O(lib_dirs) when their target exists there.
-      - Each item has C(name) (the alias) and C(target) (an existing name in the same directory).
+      - Each item has C(name) (the alias), C(target) (an existing name in the same directory) and
+        C(cross_major) (default false; true allows an alias between major versions).
     type: list
     elements: dict
     default: []
   expected_sonames:
-    description: Sonames TensorFlow loads; a missing one gets an alias to another installed version.
+    description: Sonames TensorFlow loads; a missing one with another installed version is warned about.
     type: list
     elements: str
     default: []
   expected_aliases:
-    description: Create the aliases for missing O(expected_sonames); when false they are only reported.
+    description:
+      - Link a missing O(expected_sonames) entry to another installed version (warned about on every run).
     type: bool
-    default: true
+    default: false
   mirrors:
     description:
-      - Link entries of C(src) into C(dest) as C(dest/name -> src/name).
-      - Each item has C(src), C(dest), C(patterns) (fnmatch patterns, default C(*)) and C(dirs)
-        (also link directories, default false).
+      - Link the files of C(src) into C(dest) as C(dest/name -> src/name).
+      - Each item has C(src), C(dest), C(patterns) (fnmatch patterns of the top-level names, default C(*))
+        and C(recurse) (mirror subdirectories as real directories holding file links, default false;
+        without it subdirectories are left out).
     type: list
     elements: dict
     default: []
-  loader_conf:
-    description: ld.so.conf.d file to write with O(loader_dirs); omit to leave the loader configuration alone.
-    type: path
-  loader_dirs:
-    description: Directories listed in O(loader_conf).
-    type: list
-    elements: path
-    default: []
   manifest:
-    description: JSON manifest of the links and files this module created.
+    description: JSON manifest of the links and directories this module created.
     type: path
     default: /var/lib/opensuse-gpu-stack/manifest-cuda_links.json
   strict:
-    description: Fail (before writing anything) instead of skipping paths the project did not create.
+    description: Fail (before writing anything) instead of leaving alone paths the project did not create.
     type: bool
     default: false
 author:
@@ -105,10 +100,8 @@ EXAMPLES = r"""
       - {name: libcublas.so.10.0, target: libcublas.so.10}
     expected_sonames: [libcudart.so.12, libcublas.so.12]
     mirrors:
-      - {src: /usr/local/cuda/include, dest: /usr/include, dirs: true}
+      - {src: /usr/local/cuda/include, dest: /usr/include, recurse: true}
       - {src: /usr/local/cuda/lib64, dest: /usr/lib64, patterns: ["*.so*"]}
-    loader_conf: /etc/ld.so.conf.d/opensuse-gpu-stack-cuda-links.conf
-    loader_dirs: [/usr/local/cuda/lib64]
 
 - name: Remove what the manifest lists
   soname_links:
@@ -126,13 +119,22 @@ removed:
   type: list
   elements: str
   returned: always
-skipped:
-  description: Paths left alone because this project did not create them, each with C(path) and C(reason).
+kept:
+  description: Manifest paths left in place because they changed since they were created.
+  type: list
+  elements: str
+  returned: always
+foreign:
+  description:
+    - Paths left alone because this project did not create them, each with C(path), C(reason),
+      C(wanted) and C(owner) (the RPM, when rpm knows it).
   type: list
   elements: dict
   returned: always
 aliases:
-  description: Compatibility aliases created or present, each with C(path), C(target) and C(reason).
+  description:
+    - Compatibility aliases made, present or refused, each with C(path), C(target), C(reason), C(created),
+      C(cross_major) and C(note).
   type: list
   elements: dict
   returned: always
@@ -148,123 +150,19 @@ libraries:
 """
 
 
-MANIFEST_SCHEMA = 1
-PT_LOAD, PT_DYNAMIC = 1, 2
-DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME = 0, 1, 5, 10, 14
 TMP_SUFFIX = ".gpu-stack-tmp"
+MIRROR_KEYS = {"src", "dest", "patterns", "recurse"}
+ALIAS_KEYS = {"name", "target", "cross_major"}
 
 
-class ElfError(Exception):
-    """Not an ELF file, or a malformed one."""
+class PlanError(Exception):
+    """Bad input or a state the links cannot be planned from; nothing was written."""
 
 
-# ----------------------------------------------------------------------------------------------
-# ELF
-
-
-def read_elf_dynamic(path):
-    """Return {'class': 32|64, 'soname': str|None, 'needed': [str]} from an ELF file's dynamic section.
-
-    Follows what the loader does: program headers -> PT_DYNAMIC -> DT_STRTAB (a virtual address, mapped
-    to a file offset through the PT_LOAD segments) -> DT_SONAME / DT_NEEDED strings.
-    Raises ElfError for anything that is not a well-formed ELF file.
-    """
-    with open(path, "rb") as handle:
-        return parse_elf_dynamic(handle)
-
-
-def parse_elf_dynamic(handle):
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(0)
-    ident = handle.read(16)
-    if len(ident) < 16 or ident[:4] != b"\x7fELF":
-        raise ElfError("not an ELF file")
-    cls, data = ident[4], ident[5]
-    if cls not in (1, 2) or data not in (1, 2):
-        raise ElfError(f"unknown ELF class {cls!r} or byte order {data!r}")
-    order = "<" if data == 1 else ">"
-    if cls == 2:
-        header = struct.Struct(order + "HHIQQQIHHHHHH")
-        phdr = struct.Struct(order + "IIQQQQQQ")
-        dyn = struct.Struct(order + "qQ")
-    else:
-        header = struct.Struct(order + "HHIIIIIHHHHHH")
-        phdr = struct.Struct(order + "IIIIIIII")
-        dyn = struct.Struct(order + "iI")
-    raw = handle.read(header.size)
-    if len(raw) < header.size:
-        raise ElfError("truncated ELF header")
-    fields = header.unpack(raw)
-    phoff, phentsize, phnum = fields[4], fields[8], fields[9]
-    if phnum == 0 or phentsize < phdr.size or phoff + phnum * phentsize > size:
-        return {"class": 64 if cls == 2 else 32, "soname": None, "needed": []}
-    loads, dynamic = [], None
-    for i in range(phnum):
-        handle.seek(phoff + i * phentsize)
-        values = phdr.unpack(handle.read(phdr.size))
-        if cls == 2:
-            p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = values[:6]
-        else:
-            p_type, p_offset, p_vaddr, _paddr, p_filesz = values[:5]
-        if p_type == PT_LOAD:
-            loads.append((p_vaddr, p_offset, p_filesz))
-        elif p_type == PT_DYNAMIC:
-            dynamic = (p_offset, p_filesz)
-    result = {"class": 64 if cls == 2 else 32, "soname": None, "needed": []}
-    if dynamic is None:
-        return result
-    offset, length = dynamic
-    if offset + length > size:
-        raise ElfError("dynamic section beyond the end of the file")
-    handle.seek(offset)
-    blob = handle.read(length)
-    tags = {}
-    needed = []
-    for pos in range(0, len(blob) - dyn.size + 1, dyn.size):
-        tag, value = dyn.unpack_from(blob, pos)
-        if tag == DT_NULL:
-            break
-        if tag == DT_NEEDED:
-            needed.append(value)
-        else:
-            tags.setdefault(tag, value)
-    if DT_STRTAB not in tags:
-        return result
-    strtab = _vaddr_to_offset(tags[DT_STRTAB], loads)
-    if strtab is None:
-        raise ElfError("DT_STRTAB is outside every PT_LOAD segment")
-    strsz = tags.get(DT_STRSZ, size - strtab)
-
-    def string(index):
-        if index >= strsz or strtab + index >= size:
-            raise ElfError(f"string index {index} beyond the string table")
-        handle.seek(strtab + index)
-        chunk = handle.read(min(4096, strsz - index))
-        end = chunk.find(b"\0")
-        if end < 0:
-            raise ElfError("unterminated string in the string table")
-        return chunk[:end].decode("utf-8", "replace")
-
-    if DT_SONAME in tags:
-        result["soname"] = string(tags[DT_SONAME])
-    result["needed"] = [string(i) for i in needed]
-    return result
-
-
-def _vaddr_to_offset(vaddr, loads):
-    for p_vaddr, p_offset, p_filesz in loads:
-        if p_vaddr <= vaddr < p_vaddr + p_filesz:
-            return vaddr - p_vaddr + p_offset
-    return None
-
-
-def read_soname(path):
-    """SONAME of an ELF shared library, or None for non-ELF files and ELF files without one."""
-    try:
-        return read_elf_dynamic(path)["soname"]
-    except (ElfError, struct.error, OSError):
-        return None
+class StrictError(Exception):
+    def __init__(self, msg, foreign):
+        Exception.__init__(self, msg)
+        self.foreign = foreign
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,7 +170,7 @@ def read_soname(path):
 
 
 def version_key(name):
-    """Sort key: the numeric parts after '.so.' (libcudnn.so.9.10.0 > libcudnn.so.9.3.0)."""
+    """Sort key: the numeric parts after '.so' (libcudnn.so.9.10.0 > libcudnn.so.9.3.0)."""
     _, _, tail = name.partition(".so")
     return tuple(int(p) if p.isdigit() else -1 for p in tail.strip(".").split(".") if p)
 
@@ -290,17 +188,21 @@ def stem_of(soname):
     return soname.partition(".so")[0]
 
 
+def major_of(name):
+    """The major version in a library name: libcufft.so.11 -> 11, libcublas.so.10.0 -> 10, libx.so -> None."""
+    _, sep, tail = name.partition(".so.")
+    first = tail.split(".")[0] if sep else ""
+    return int(first) if first.isdigit() else None
+
+
+def crosses_major(name, target):
+    """True when name and target carry different major versions (a different ABI)."""
+    a, b = major_of(name), major_of(target)
+    return a is not None and b is not None and a != b
+
+
 # ----------------------------------------------------------------------------------------------
 # Planning
-
-
-def _lstat(path):
-    try:
-        return os.lstat(path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return None
-        raise
 
 
 def scan_libraries(lib_dir):
@@ -310,31 +212,177 @@ def scan_libraries(lib_dir):
         if ".so" not in name or name.endswith(TMP_SUFFIX):
             continue
         path = os.path.join(lib_dir, name)
-        st = _lstat(path)
+        st = manifests.lstat_or_none(path)
         if st is None or not stat.S_ISREG(st.st_mode):
             continue
-        soname = read_soname(path)
+        soname = elf.read_soname(path)
         if soname:
             found[name] = soname
     return found
 
 
-def content_sha(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _alias_target_name(directory, target):
+    """What an alias target really is: the SONAME of the file it resolves to, else its own name."""
+    return elf.read_soname(os.path.join(directory, target)) or target.split("/")[-1]
 
 
-def loader_conf_text(dirs):
-    return "# Managed by opensuse-gpu-stack (role cuda_links); removed by playbooks/remove.yml\n" + "".join(
-        d + "\n" for d in dirs
-    )
+def _plan_declared_aliases(params, first, planned, desired, aliases):
+    for alias in params["aliases"] or []:
+        name, target = alias.get("name"), alias.get("target")
+        unknown = sorted(set(alias) - ALIAS_KEYS)
+        if not name or not target or "/" in name or unknown:
+            raise PlanError(
+                f"alias {alias!r} needs a plain file name 'name' and a 'target' (and optionally "
+                f"'cross_major'){'; unknown keys ' + ', '.join(unknown) if unknown else ''}"
+            )
+        exists = first is not None and (
+            target.split("/")[-1] in planned[first] or os.path.exists(os.path.join(first, target))
+        )
+        real_target = _alias_target_name(first, target) if exists else target.split("/")[-1]
+        cross = crosses_major(name, real_target)
+        if cross and not alias.get("cross_major"):
+            raise PlanError(
+                f"alias {name} -> {target} links major {major_of(name)} to a library of major "
+                f"{major_of(real_target)} ({real_target}): a different major is a different ABI, and "
+                f"TensorFlow would load an incompatible library. Install the CUDA version that provides "
+                f"{name}, or add cross_major: true to this cuda_links_aliases item to make it anyway "
+                "(it is then a warning on every run)"
+            )
+        record = {
+            "path": os.path.join(first or "", name),
+            "target": target,
+            "reason": "declared",
+            "cross_major": cross,
+        }
+        if not exists:
+            aliases.append(dict(record, created=False, note=f"target {target} not present: alias not needed"))
+            continue
+        desired.append(
+            {"path": os.path.join(first, name), "kind": "link", "target": target, "reason": "alias"}
+        )
+        planned[first].add(name)
+        note = (
+            (
+                f"a declared alias across majors ({major_of(name)} -> {major_of(real_target)}): a different "
+                "ABI, kept because the alias says cross_major: true"
+            )
+            if cross
+            else "declared"
+        )
+        aliases.append(dict(record, created=True, note=note))
+
+
+def _plan_expected_aliases(params, lib_dirs, sonames_by_dir, planned, old, desired, aliases, missing):
+    # Our own earlier expected-aliases do not count as the library being present.
+    own_aliases = set(p for p, r in old.items() if r.get("reason") == "expected-alias" and record_matches(r))
+    for d in lib_dirs:
+        planned[d] -= set(os.path.basename(p) for p in own_aliases if os.path.dirname(p) == d)
+    for soname in params["expected_sonames"] or []:
+        if any(soname in planned[d] for d in lib_dirs):
+            continue
+        candidates = []
+        for real in lib_dirs:
+            for other in sonames_by_dir[real]:
+                if stem_of(other) == stem_of(soname) and other != soname:
+                    candidates.append((version_key(other), real, other))
+        if not candidates:
+            missing.append(soname)
+            continue
+        _, real, other = max(candidates)
+        cross = crosses_major(soname, other)
+        abi = (
+            f"{other} has major {major_of(other)}, a different ABI than the {major_of(soname)} TensorFlow "
+            "was built for"
+            if cross
+            else f"{other} has the same major, only the rest of the soname differs"
+        )
+        if params["expected_aliases"]:
+            desired.append(
+                {
+                    "path": os.path.join(real, soname),
+                    "kind": "link",
+                    "target": other,
+                    "reason": "expected-alias",
+                }
+            )
+            planned[real].add(soname)
+            note = (
+                f"{soname} is missing and was linked to {other} (cuda_links_expected_aliases_enabled): "
+                f"{abi}. Install the CUDA version TensorFlow was built for and turn the alias off"
+            )
+        elif cross:
+            note = (
+                f"{soname} is missing: {abi}, so no alias was made. Install the CUDA version TensorFlow "
+                "was built for (the pins in inventory/group_vars/all/versions.yml)"
+            )
+        else:
+            note = (
+                f"{soname} is missing: {abi}. If only the soname changed, declare "
+                f"{{name: {soname}, target: {other}}} in cuda_links_aliases"
+            )
+        aliases.append(
+            {
+                "path": os.path.join(real, soname),
+                "target": other,
+                "reason": "expected",
+                "created": bool(params["expected_aliases"]),
+                "cross_major": cross,
+                "note": note,
+            }
+        )
+
+
+def _plan_mirror(mirror, planned, desired):
+    src, dest = mirror.get("src"), mirror.get("dest")
+    unknown = sorted(set(mirror) - MIRROR_KEYS)
+    if not src or not dest or unknown:
+        raise PlanError(
+            f"mirror {mirror!r} needs 'src' and 'dest' (and optionally 'patterns', 'recurse')"
+            f"{'; unknown keys ' + ', '.join(unknown) if unknown else ''}"
+        )
+    patterns = mirror.get("patterns") or ["*"]
+    real_src = os.path.realpath(src)
+    if not os.path.isdir(real_src):
+        raise PlanError(f"mirror source {src} does not exist")
+    if not os.path.isdir(dest):
+        raise PlanError(f"mirror destination {dest} does not exist")
+    visited = set()
+
+    def walk(real_dir, logical_dir, dest_dir, top):
+        visited.add(real_dir)
+        on_disk = set(os.listdir(real_dir))
+        # A library directory: what will be there once its own links are made (and stale aliases gone)
+        names = planned.get(real_dir, on_disk)
+        pending = names - on_disk
+        for name in sorted(names):
+            if name.startswith(".") or name.endswith(TMP_SUFFIX):
+                continue
+            if top and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+                continue
+            src_path = os.path.join(real_dir, name)
+            if name not in pending and not os.path.exists(src_path):
+                continue  # dangling in the source (e.g. a library that went away): nothing to mirror
+            path = os.path.join(dest_dir, name)
+            if name not in pending and os.path.isdir(src_path):
+                inner = os.path.realpath(src_path)
+                if not mirror.get("recurse") or inner in visited:
+                    continue
+                desired.append({"path": path, "kind": "dir", "reason": "mirror"})
+                walk(inner, os.path.join(logical_dir, name), path, False)
+                continue
+            desired.append(
+                {"path": path, "kind": "link", "target": os.path.join(logical_dir, name), "reason": "mirror"}
+            )
+
+    walk(real_src, src, dest, True)
 
 
 def plan(params, old_manifest):
     """Compute the desired entries and what to do with each; read-only.
 
-    Returns {'desired': [entry], 'create': [entry], 'skipped': [{'path', 'reason'}], 'remove': [record],
-    'forget': [record], 'aliases': [...], 'missing_sonames': [...], 'libraries': {...}, 'records': [...]}
-    where an entry is {'path', 'kind': 'link'|'file', 'target' | 'content', 'reason'}.
+    Returns {'desired': [entry], 'create': [entry], 'foreign': [{'path', 'reason', 'wanted'}],
+    'remove': [record], 'forget': [record], 'aliases': [...], 'missing_sonames': [...], 'libraries': {...},
+    'records': [...]} where an entry is {'path', 'kind': 'link'|'dir', 'target', 'reason'}.
     """
     old = dict((r["path"], r) for r in (old_manifest or {}).get("entries", []))
     desired = []
@@ -346,7 +394,7 @@ def plan(params, old_manifest):
     for d in params["lib_dirs"]:
         real = os.path.realpath(d)
         if not os.path.isdir(real):
-            raise ElfError(f"library directory {d} does not exist: install the CUDA toolkit first")
+            raise PlanError(f"library directory {d} does not exist: install the CUDA toolkit first")
         if real not in lib_dirs:
             lib_dirs.append(real)
     sonames_by_dir = {}
@@ -386,130 +434,42 @@ def plan(params, old_manifest):
                 names.add(dev)
 
     first = lib_dirs[0] if lib_dirs else None
-    for alias in params["aliases"] or []:
-        name, target = alias.get("name"), alias.get("target")
-        if not name or not target or "/" in name:
-            raise ElfError(f"alias {alias!r} needs a plain 'name' and a 'target'")
-        if first is None or (
-            target.split("/")[-1] not in planned[first] and not os.path.exists(os.path.join(first, target))
-        ):
-            aliases.append(
-                {
-                    "path": os.path.join(first or "", name),
-                    "target": target,
-                    "reason": "declared",
-                    "created": False,
-                    "note": f"target {target} not present: alias not needed",
-                }
-            )
-            continue
-        desired.append(
-            {"path": os.path.join(first, name), "kind": "link", "target": target, "reason": "alias"}
-        )
-        planned[first].add(name)
-        aliases.append(
-            {"path": os.path.join(first, name), "target": target, "reason": "declared", "created": True}
-        )
-
-    # Our own earlier expected-aliases do not count as the library being present.
-    own_aliases = set(path for path, r in old.items() if r.get("reason") == "expected-alias")
-    for soname in params["expected_sonames"] or []:
-        if any(soname in planned[d] and os.path.join(d, soname) not in own_aliases for d in lib_dirs):
-            continue
-        candidates = []
-        for real in lib_dirs:
-            for other in sonames_by_dir[real]:
-                if stem_of(other) == stem_of(soname) and other != soname:
-                    candidates.append((version_key(other), real, other))
-        if not candidates:
-            missing.append(soname)
-            continue
-        _, real, other = max(candidates)
-        note = (
-            f"{soname} is missing; {other} is installed (ABI may differ: install the matching CUDA version)"
-        )
-        if params["expected_aliases"]:
-            desired.append(
-                {
-                    "path": os.path.join(real, soname),
-                    "kind": "link",
-                    "target": other,
-                    "reason": "expected-alias",
-                }
-            )
-            planned[real].add(soname)
-        aliases.append(
-            {
-                "path": os.path.join(real, soname),
-                "target": other,
-                "reason": "expected",
-                "created": bool(params["expected_aliases"]),
-                "note": note,
-            }
-        )
-
+    _plan_declared_aliases(params, first, planned, desired, aliases)
+    _plan_expected_aliases(params, lib_dirs, sonames_by_dir, planned, old, desired, aliases, missing)
     for mirror in params["mirrors"] or []:
-        src, dest = mirror.get("src"), mirror.get("dest")
-        if not src or not dest:
-            raise ElfError(f"mirror {mirror!r} needs 'src' and 'dest'")
-        patterns = mirror.get("patterns") or ["*"]
-        real_src = os.path.realpath(src)
-        if not os.path.isdir(real_src):
-            raise ElfError(f"mirror source {src} does not exist")
-        if not os.path.isdir(dest):
-            raise ElfError(f"mirror destination {dest} does not exist")
-        on_disk = set(os.listdir(real_src))
-        names = on_disk | planned.get(real_src, set())
-        for name in sorted(names):
-            if name.startswith(".") or name.endswith(TMP_SUFFIX):
-                continue
-            if not any(fnmatch.fnmatchcase(name, p) for p in patterns):
-                continue
-            src_path = os.path.join(real_src, name)
-            if name not in planned.get(real_src, set()) - on_disk and not os.path.exists(src_path):
-                continue  # dangling in the source (e.g. a library that went away): nothing to mirror
-            if os.path.isdir(src_path) and not mirror.get("dirs"):
-                continue
-            desired.append(
-                {
-                    "path": os.path.join(dest, name),
-                    "kind": "link",
-                    "target": os.path.join(src, name),
-                    "reason": "mirror",
-                }
-            )
+        _plan_mirror(mirror, planned, desired)
 
-    if params.get("loader_conf"):
-        desired.append(
-            {
-                "path": params["loader_conf"],
-                "kind": "file",
-                "content": loader_conf_text(params["loader_dirs"] or []),
-                "reason": "loader",
-            }
-        )
-
-    create, skipped, records, satisfied = [], [], [], []
+    create, foreign, records = [], [], []
     seen = set()
+    fresh_dirs, blocked_dirs = set(), set()  # directories to be made; foreign paths where one should be
     for entry in desired:
         path = entry["path"]
         if path in seen:
             continue
         seen.add(path)
-        status = assess(entry, old.get(path))
-        if status in ("ok-ours",):
-            records.append(record_of(entry))
-        elif status in ("create", "update"):
+        parent = os.path.dirname(path)
+        if parent in blocked_dirs:
+            if entry["kind"] == "dir":
+                blocked_dirs.add(path)
+            continue
+        # Under a directory still to be made, nothing exists yet (lstat would look through an old link)
+        status = "create" if parent in fresh_dirs else assess(entry, old.get(path))
+        if status in ("create", "update"):
             create.append(entry)
             records.append(record_of(entry))
-        elif status == "ok-foreign":
-            satisfied.append(path)
-        else:
-            skipped.append({"path": path, "reason": status, "wanted": entry.get("target") or "file"})
+            if entry["kind"] == "dir":
+                fresh_dirs.add(path)
+        elif status == "ok-ours":
+            records.append(record_of(entry))
+        elif status != "ok-foreign":
+            foreign.append({"path": path, "reason": status, "wanted": entry.get("target") or "a directory"})
+            if entry["kind"] == "dir":
+                blocked_dirs.add(path)
+    recorded = set(r["path"] for r in records)
     remove, forget = [], []
     for path, record in sorted(old.items()):
         if path in seen:
-            if not any(r["path"] == path for r in records):
+            if path not in recorded:
                 forget.append(record)
             continue
         if record_matches(record):
@@ -519,14 +479,13 @@ def plan(params, old_manifest):
     return {
         "desired": desired,
         "create": create,
-        "skipped": skipped,
+        "foreign": foreign,
         "remove": remove,
         "forget": forget,
         "aliases": aliases,
         "missing_sonames": missing,
         "libraries": libraries,
         "records": records,
-        "satisfied": satisfied,
     }
 
 
@@ -534,20 +493,19 @@ def record_of(entry):
     record = {"path": entry["path"], "kind": entry["kind"], "reason": entry["reason"]}
     if entry["kind"] == "link":
         record["target"] = entry["target"]
-    else:
-        record["sha256"] = content_sha(entry["content"])
     return record
 
 
 def record_matches(record):
     """True when the path is still exactly what the manifest says was created."""
-    st = _lstat(record["path"])
+    st = manifests.lstat_or_none(record["path"])
     if st is None:
         return False
     if record["kind"] == "link":
         return stat.S_ISLNK(st.st_mode) and os.readlink(record["path"]) == record["target"]
     if record["kind"] == "dir":
         return stat.S_ISDIR(st.st_mode)
+    # "file": the loader configuration earlier versions wrote (removed now, if unchanged)
     if not stat.S_ISREG(st.st_mode):
         return False
     with open(record["path"], "rb") as handle:
@@ -557,7 +515,7 @@ def record_matches(record):
 def assess(entry, old_record):
     """create | update | ok-ours | ok-foreign | a reason string for a path we must not touch."""
     path = entry["path"]
-    st = _lstat(path)
+    st = manifests.lstat_or_none(path)
     wanted = record_of(entry)
     if st is None:
         return "create"
@@ -571,19 +529,14 @@ def assess(entry, old_record):
 
 
 def _same_record(a, b):
-    return (
-        a["kind"] == b["kind"] and a.get("target") == b.get("target") and a.get("sha256") == b.get("sha256")
-    )
+    return a["kind"] == b["kind"] and a.get("target") == b.get("target")
 
 
 def satisfied(entry, st):
     """An existing path we did not create that already does the job (so nothing to do, nothing to record)."""
     path = entry["path"]
-    if entry["kind"] == "file":
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        with open(path, "rb") as handle:
-            return handle.read() == entry["content"].encode("utf-8")
+    if entry["kind"] == "dir":
+        return stat.S_ISDIR(st.st_mode)
     if stat.S_ISLNK(st.st_mode) and os.readlink(path) == entry["target"]:
         return True
     target = (
@@ -592,13 +545,13 @@ def satisfied(entry, st):
         else os.path.join(os.path.dirname(path), entry["target"])
     )
     try:
-        if os.path.samefile(path, target):
+        if os.path.samefile(path, target) and not os.path.isdir(path):
             return True
     except OSError:
         return False
     if entry["reason"] in ("soname", "dev") and stat.S_ISLNK(st.st_mode):
         real = os.path.realpath(path)
-        return os.path.isfile(real) and read_soname(real) == entry["soname"]
+        return os.path.isfile(real) and elf.read_soname(real) == entry["soname"]
     return False
 
 
@@ -614,78 +567,22 @@ def describe(path, st):
 # Writing
 
 
-def load_manifest(path):
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    except ValueError as exc:
-        raise ElfError(f"manifest {path} is not valid JSON ({exc}): move it aside and rerun") from exc
-    if (
-        not isinstance(data, dict)
-        or data.get("schema") != MANIFEST_SCHEMA
-        or not isinstance(data.get("entries"), list)
-    ):
-        raise ElfError(f"manifest {path} has an unknown format: move it aside and rerun")
-    return data
-
-
-def write_manifest(path, data):
-    """Write the manifest atomically, creating (and recording) missing parent directories."""
-    parent = os.path.dirname(path)
-    created = []
-    cur = parent
-    while cur and not os.path.isdir(cur):
-        created.append(cur)
-        cur = os.path.dirname(cur)
-    for d in reversed(created):
-        os.mkdir(d, 0o755)
-        os.chmod(d, 0o755)
-    data["created_dirs"] = sorted(set(data.get("created_dirs", []) + created))
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def apply_entry(entry):
     path = entry["path"]
+    if entry["kind"] == "dir":
+        st = manifests.lstat_or_none(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)  # our own earlier link to the source directory (plan() checked the manifest)
+            st = None
+        if st is None:
+            os.mkdir(path, 0o755)
+        os.chmod(path, 0o755)
+        return
     tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + TMP_SUFFIX)
-    if _lstat(tmp) is not None:
+    if manifests.lstat_or_none(tmp) is not None:
         os.unlink(tmp)
-    if entry["kind"] == "link":
-        os.symlink(entry["target"], tmp)
-    else:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(entry["content"])
-        os.chmod(tmp, 0o644)
+    os.symlink(entry["target"], tmp)
     os.replace(tmp, path)
-
-
-def remove_records(records):
-    removed, kept = [], []
-    for record in records:
-        if _lstat(record["path"]) is None:
-            continue
-        if record_matches(record):
-            os.unlink(record["path"])
-            removed.append(record["path"])
-        else:
-            kept.append(record["path"])
-    return removed, kept
 
 
 def rpm_owner(path):
@@ -709,35 +606,41 @@ def rpm_owner(path):
 # Ansible entry point
 
 
-def _listing(paths):
-    return "".join(p + "\n" for p in sorted(paths))
+def _empty_result(manifest_path):
+    return {
+        "changed": False,
+        "created": [],
+        "removed": [],
+        "kept": [],
+        "foreign": [],
+        "aliases": [],
+        "missing_sonames": [],
+        "manifest": manifest_path,
+    }
 
 
 def run_present(params, check_mode, owner=rpm_owner):
     manifest_path = params["manifest"]
-    old = load_manifest(manifest_path)
+    old = manifests.load(manifest_path)
     p = plan(params, old)
-    for item in p["skipped"]:
+    for item in p["foreign"]:
         who = owner(item["path"]) if owner else None
         if who:
             item["owner"] = who
-    result = {
-        "changed": False,
-        "created": [e["path"] for e in p["create"]],
-        "removed": [],
-        "kept": [],
-        "skipped": p["skipped"],
-        "aliases": p["aliases"],
-        "missing_sonames": p["missing_sonames"],
-        "libraries": p["libraries"],
-        "manifest": manifest_path,
-    }
-    if p["skipped"] and params["strict"]:
+    result = dict(
+        _empty_result(manifest_path),
+        created=[e["path"] for e in p["create"]],
+        foreign=p["foreign"],
+        aliases=p["aliases"],
+        missing_sonames=p["missing_sonames"],
+        libraries=p["libraries"],
+    )
+    if p["foreign"] and params["strict"]:
         raise StrictError(
-            f"cuda_links_strict is set and {len(p['skipped'])} path(s) exist that this project did not "
-            f"create, so nothing was written: {_skips_text(p['skipped'])}. Move them aside (or set "
-            "cuda_links_strict: false to skip them)",
-            p["skipped"],
+            f"cuda_links_strict is set and {len(p['foreign'])} path(s) exist that this project did not "
+            f"create, so nothing was written: {_foreign_text(p['foreign'])}. Move them aside (or set "
+            "cuda_links_strict: false to leave them alone)",
+            p["foreign"],
         )
     old_paths = sorted(r["path"] for r in (old or {}).get("entries", []))
     new_paths = sorted(r["path"] for r in p["records"])
@@ -749,20 +652,20 @@ def run_present(params, check_mode, owner=rpm_owner):
         or (old or {}).get("state", "applied") != "applied"
     )
     if check_mode:
-        result["removed"] = [r["path"] for r in p["remove"]]
+        result["removed"] = manifests.would_remove(p["remove"], record_matches)[0]
     elif changed:
         base = {
-            "schema": MANIFEST_SCHEMA,
+            "schema": manifests.SCHEMA,
             "role": "cuda_links",
             "created_dirs": (old or {}).get("created_dirs", []),
         }
-        pending = dict(base, state="applying", entries=p["records"] + p["remove"])
-        write_manifest(manifest_path, pending)
+        pending = manifests.write(
+            manifest_path, dict(base, state="applying", entries=p["records"] + p["remove"])
+        )
         for entry in p["create"]:
             apply_entry(entry)
-        removed, kept = remove_records(p["remove"])
-        result["removed"], result["kept"] = removed, kept
-        write_manifest(
+        result["removed"], result["kept"] = manifests.remove_records(p["remove"], record_matches)
+        manifests.write(
             manifest_path,
             dict(base, state="applied", entries=p["records"], created_dirs=pending["created_dirs"]),
         )
@@ -771,16 +674,15 @@ def run_present(params, check_mode, owner=rpm_owner):
         result["diff"] = {
             "before_header": manifest_path + " (entries)",
             "after_header": manifest_path + " (entries)",
-            "before": _listing(old_paths),
-            "after": _listing(new_paths),
+            "before": manifests.listing(old_paths),
+            "after": manifests.listing(new_paths),
         }
     warnings = []
-    if p["skipped"]:
-        warnings.append(
-            f"skipped {len(p['skipped'])} path(s) this project did not create: {_skips_text(p['skipped'])}"
-        )
+    if p["foreign"]:
+        text = _foreign_text(p["foreign"])
+        warnings.append(f"left alone {len(p['foreign'])} path(s) this project did not create: {text}")
     for alias in p["aliases"]:
-        if alias["reason"] == "expected":
+        if alias["reason"] == "expected" or alias["cross_major"]:
             warnings.append(
                 "compatibility alias {} -> {}: {}".format(alias["path"], alias["target"], alias["note"])
             )
@@ -789,54 +691,36 @@ def run_present(params, check_mode, owner=rpm_owner):
     return result
 
 
-def _skips_text(skipped):
+def _foreign_text(foreign):
     return "; ".join(
         "{} {}{}".format(s["path"], s["reason"], " [{}]".format(s["owner"]) if s.get("owner") else "")
-        for s in skipped
+        for s in foreign
     )
-
-
-class StrictError(Exception):
-    def __init__(self, msg, skipped):
-        Exception.__init__(self, msg)
-        self.skipped = skipped
 
 
 def run_absent(params, check_mode):
     manifest_path = params["manifest"]
-    manifest = load_manifest(manifest_path)
-    result = {
-        "changed": False,
-        "created": [],
-        "removed": [],
-        "kept": [],
-        "skipped": [],
-        "aliases": [],
-        "missing_sonames": [],
-        "manifest": manifest_path,
-    }
+    manifest = manifests.load(manifest_path)
+    result = _empty_result(manifest_path)
     if manifest is None:
         return result
     records = manifest["entries"]
     if check_mode:
-        removed = [r["path"] for r in records if record_matches(r)]
-        kept = [r["path"] for r in records if _lstat(r["path"]) is not None and not record_matches(r)]
+        removed, kept = manifests.would_remove(records, record_matches)
         removed.append(manifest_path)
     else:
-        removed, kept = remove_records(records)
+        removed, kept = manifests.remove_records(records, record_matches)
         os.unlink(manifest_path)
         removed.append(manifest_path)
-        for d in sorted(manifest.get("created_dirs", []), reverse=True):
-            try:
-                os.rmdir(d)
-                removed.append(d)
-            except OSError:
-                pass
+        more, _ = manifests.remove_records(
+            [{"path": d, "kind": "dir"} for d in manifest.get("created_dirs", [])], record_matches
+        )
+        removed.extend(more)
     result.update(
         changed=True,
         removed=removed,
         kept=kept,
-        diff={"before": _listing(removed + kept), "after": _listing(kept)},
+        diff={"before": manifests.listing(removed + kept), "after": manifests.listing(kept)},
     )
     if kept:
         result["warnings"] = [
@@ -853,10 +737,8 @@ def main():
             dev_links=dict(type="bool", default=True),
             aliases=dict(type="list", elements="dict", default=[]),
             expected_sonames=dict(type="list", elements="str", default=[]),
-            expected_aliases=dict(type="bool", default=True),
+            expected_aliases=dict(type="bool", default=False),
             mirrors=dict(type="list", elements="dict", default=[]),
-            loader_conf=dict(type="path"),
-            loader_dirs=dict(type="list", elements="path", default=[]),
             manifest=dict(type="path", default="/var/lib/opensuse-gpu-stack/manifest-cuda_links.json"),
             strict=dict(type="bool", default=False),
         ),
@@ -869,8 +751,8 @@ def main():
         else:
             result = run_present(params, module.check_mode)
     except StrictError as exc:
-        module.fail_json(msg=str(exc), skipped=exc.skipped)
-    except ElfError as exc:
+        module.fail_json(msg=str(exc), foreign=exc.foreign)
+    except (PlanError, manifests.ManifestError, elf.ElfError) as exc:
         module.fail_json(msg=f"links not changed, nothing was written: {exc}")
     except OSError as exc:
         module.fail_json(msg=f"creating links failed: {exc}")

@@ -5,9 +5,7 @@ The pure functions (member checks, layout detection, version parsing, planning) 
 tests/unit/test_cudnn_archive.py; `main()` is the Ansible entry point.
 """
 
-import errno
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -17,10 +15,9 @@ import tarfile
 import tempfile
 import time
 
-try:
-    from ansible.module_utils.basic import AnsibleModule
-except ImportError:  # pragma: no cover - unit tests import the pure functions without Ansible
-    AnsibleModule = None
+from ansible.module_utils import gpu_stack_elf as elf
+from ansible.module_utils import gpu_stack_manifest as manifests
+from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 ---
@@ -30,7 +27,9 @@ description:
   - Inspects the archive before anything is written. Rejects absolute member names, C(..) components,
     links that point outside their directory or the archive, hard links, device files, FIFOs and other
     special members. Requires C(include/cudnn.h), C(include/cudnn_version.h) (not for cuDNN 7) and a
-    C(libcudnn.so.*) library.
+    C(libcudnn.so.*) library. Every member named like a shared library (C(*.so), C(*.so.N...)) must be
+    an ELF shared object for the host's architecture (type, machine, class, byte order, program
+    headers and dynamic section inside the file).
   - Detects the layout, the old C(cuda/{include,lib64}) or the current C(<top>/{include,lib}), reads
     C(CUDNN_MAJOR), C(CUDNN_MINOR) and C(CUDNN_PATCHLEVEL) and compares them with O(version).
   - Headers go to C(<cuda_home>/include) and libraries to C(<cuda_home>/lib64), written through the
@@ -157,13 +156,14 @@ needs_archive:
 """
 
 
-MANIFEST_SCHEMA = 1
 STAGING_PREFIX = ".cudnn-staging-"
 MAX_HEADER_BYTES = 1024 * 1024
 CHUNK = 1024 * 1024
 VERSION_RE = re.compile(r"^\s*#\s*define\s+CUDNN_(MAJOR|MINOR|PATCHLEVEL)\s+(\d+)\b", re.M)
 LIBCUDNN_RE = re.compile(r"^libcudnn\.so\.\d+(\.\d+)*$")
 LOADER_NAME_RE = re.compile(r"^libcudnn\.so\.\d+$")
+# Names that claim to be shared libraries: libX.so, libX.so.9, libX.so.9.3.0
+SHARED_NAME_RE = re.compile(r"\.so(\.\d+)*$")
 SECTIONS = ("include", "lib")
 
 
@@ -294,23 +294,25 @@ def sha256_file(path):
         return _sha256_fileobj(handle)[0]
 
 
-def inspect_archive(path, pin=None, label=None):
+def inspect_archive(path, pin=None, label=None, host=None):
     """Read the whole archive once (stream mode) and return what would be installed.
 
     Returns {'layout', 'top', 'version': 'M.m.p', 'version_source', 'entries': [...], 'ignored': [...]}
     where each entry is {'section', 'rel', 'kind': 'file'|'link'|'dir', 'sha256', 'size', 'mode', 'target'}.
-    Raises ArchiveError naming the archive (label, default its path) and every problem found.
+    Raises ArchiveError naming the archive (label, default its path) and every problem found. host is
+    (e_machine, class, byte order) of the target, default this machine's (gpu_stack_elf.host_machine).
     """
     try:
-        return _inspect(path, pin)
+        return _inspect(path, pin, host)
     except ArchiveError as exc:
         raise ArchiveError(f"archive {label or path}: {exc}") from None
 
 
-def _inspect(path, pin):
+def _inspect(path, pin, host):
     problems = []
     members = []
     texts = {}
+    heads = {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for info in tar:
@@ -330,14 +332,28 @@ def _inspect(path, pin):
                     fileobj = tar.extractfile(info)
                     base = posixpath.basename(name)
                     limit = MAX_HEADER_BYTES if base in ("cudnn.h", "cudnn_version.h") else 0
+                    if SHARED_NAME_RE.search(base):
+                        limit = elf.HEAD_BYTES
                     record["sha256"], head, record["size"] = _sha256_fileobj(fileobj, limit)
-                    if limit:
+                    if base in ("cudnn.h", "cudnn_version.h"):
                         texts[name] = head.decode("utf-8", "replace")
+                    elif limit:
+                        heads[name] = head
                 members.append(record)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveError(f"cannot be read as a tar archive ({exc})") from exc
     if problems:
         raise ArchiveError("unsafe, refusing to unpack it: {}".format("; ".join(problems)))
+    not_shared = []
+    for m in members:
+        problem = elf.shared_object_problem(heads[m["name"]], m["size"], host) if m["name"] in heads else None
+        if problem:
+            not_shared.append("{} {}".format(m["name"], problem))
+    if not_shared:
+        raise ArchiveError(
+            "members named like shared libraries are not ELF shared objects for this host, refusing to "
+            "install them: {}".format("; ".join(not_shared))
+        )
     names = [m["name"] for m in members]
     seen = set()
     for m in members:
@@ -472,18 +488,9 @@ def dest_path(dirs, entry):
     return os.path.join(dirs[entry["section"]], entry["rel"]) if entry["rel"] else dirs[entry["section"]]
 
 
-def _lstat(path):
-    try:
-        return os.lstat(path)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return None
-        raise
-
-
 def entry_matches(path, record):
     """True when the path on disk is what a manifest record (or planned entry) describes."""
-    st = _lstat(path)
+    st = manifests.lstat_or_none(path)
     if st is None:
         return False
     kind = record["kind"]
@@ -500,25 +507,6 @@ def entry_matches(path, record):
     return sha256_file(path) == record["sha256"]
 
 
-def load_manifest(path):
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    except ValueError as exc:
-        raise ArchiveError(f"manifest {path} is not valid JSON ({exc}): move it aside and rerun") from exc
-    if (
-        not isinstance(data, dict)
-        or data.get("schema") != MANIFEST_SCHEMA
-        or not isinstance(data.get("entries"), list)
-    ):
-        raise ArchiveError(f"manifest {path} has an unknown format: move it aside and rerun")
-    return data
-
-
 def plan_install(info, dirs, manifest):
     """Compare the archive's entries with the disk and the previous manifest.
 
@@ -533,7 +521,7 @@ def plan_install(info, dirs, manifest):
         wanted.add(path)
         record = _record(entry, path)
         ours = path in old
-        st = _lstat(path)
+        st = manifests.lstat_or_none(path)
         if entry["kind"] == "dir":
             if st is None:
                 actions.append((entry, path))
@@ -598,6 +586,10 @@ def commit_order(actions):
     return sorted(actions, key=key)
 
 
+def _matches(record):
+    return entry_matches(record["path"], record)
+
+
 def manifest_is_current(manifest, sha256, pin, dirs):
     """True when the manifest records this archive, pin and destinations, and every entry is intact."""
     if not manifest or manifest.get("state") != "installed" or not sha256:
@@ -611,34 +603,6 @@ def manifest_is_current(manifest, sha256, pin, dirs):
 
 # ----------------------------------------------------------------------------------------------
 # Writing
-
-
-def write_manifest(path, data, created_dirs):
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        missing = []
-        cur = parent
-        while cur and not os.path.isdir(cur):
-            missing.append(cur)
-            cur = os.path.dirname(cur)
-        for d in reversed(missing):
-            os.mkdir(d, 0o755)
-            os.chmod(d, 0o755)
-            created_dirs.append(d)
-        data["created_dirs"] = sorted(set(data.get("created_dirs", []) + created_dirs))
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _stage_file(fileobj, staged, mode, expected_sha):
@@ -707,11 +671,10 @@ def install(archive, info, dirs, plan, manifest_path, manifest_base):
                 "archive changed while it was being installed (missing {}): rerun".format(", ".join(missing))
             )
         # Record before the first rename, so that an interrupted run is completed or removed later.
-        created = []
         pending = dict(manifest_base)
         pending["state"] = "installing"
         pending["entries"] = plan["records"] + [r for r in plan["remove"]]
-        write_manifest(manifest_path, pending, created)
+        manifests.write(manifest_path, pending)
         for entry, path in actions:
             if entry["kind"] == "dir":
                 if not os.path.isdir(path):
@@ -723,49 +686,12 @@ def install(archive, info, dirs, plan, manifest_path, manifest_base):
     finally:
         for d in created_staging:
             shutil.rmtree(d, ignore_errors=True)
-    removed, kept = remove_records(plan["remove"])
+    removed, kept = manifests.remove_records(plan["remove"], _matches)
     final = dict(manifest_base)
     final["state"] = "installed"
     final["entries"] = plan["records"]
     final["created_dirs"] = pending.get("created_dirs", [])
-    write_manifest(manifest_path, final, [])
-    return removed, kept
-
-
-def remove_records(records):
-    """Remove manifest records that are still as installed; return (removed, kept)."""
-    removed, kept = [], []
-    files = [r for r in records if r["kind"] != "dir"]
-    dirs = sorted((r for r in records if r["kind"] == "dir"), key=lambda r: r["path"], reverse=True)
-    for record in files + dirs:
-        path = record["path"]
-        st = _lstat(path)
-        if st is None:
-            continue
-        if record["kind"] == "dir":
-            if stat.S_ISDIR(st.st_mode) and not os.listdir(path):
-                os.rmdir(path)
-                removed.append(path)
-            else:
-                kept.append(path)
-        elif entry_matches(path, record):
-            os.unlink(path)
-            removed.append(path)
-        else:
-            kept.append(path)
-    return removed, kept
-
-
-def would_remove(records):
-    removed, kept = [], []
-    for record in records:
-        path = record["path"]
-        if _lstat(path) is None:
-            continue
-        if record["kind"] == "dir" or entry_matches(path, record):
-            removed.append(path)
-        else:
-            kept.append(path)
+    manifests.write(manifest_path, final)
     return removed, kept
 
 
@@ -798,31 +724,51 @@ def _download(module, url, sha256, timeout):
     return path
 
 
-def _listing(paths):
-    return "".join(p + "\n" for p in sorted(paths))
+def nothing_changed(manifest):
+    """How a refusal begins: what stays on the host ("cuDNN 9.3.0 stays installed, nothing was changed")."""
+    if manifest and manifest.get("packages"):
+        return "cuDNN {} from RPMs ({}) stays installed, nothing was changed".format(
+            manifest.get("version_pin"), ", ".join(manifest["packages"])
+        )
+    if manifest and manifest.get("entries"):
+        version = manifest.get("version") or manifest.get("version_pin")
+        if manifest.get("state") == "installed":
+            return f"cuDNN {version} stays installed, nothing was changed"
+        return (
+            f"the interrupted install of cuDNN {version} stays as it is (a successful run completes it), "
+            "nothing was changed"
+        )
+    return "cuDNN not installed, nothing was written"
+
+
+def _manifest_or_none(path):
+    try:
+        return manifests.load(path)
+    except (manifests.ManifestError, OSError):
+        return None
 
 
 def run_absent(module, manifest_path):
-    manifest = load_manifest(manifest_path)
+    manifest = manifests.load(manifest_path)
     result = {"changed": False, "installed": [], "removed": [], "kept": [], "manifest": manifest_path}
     if manifest is None:
         return result
     records = manifest["entries"]
     created_dirs = [{"path": d, "kind": "dir"} for d in manifest.get("created_dirs", [])]
     if module.check_mode:
-        removed, kept = would_remove(records)
+        removed, kept = manifests.would_remove(records, _matches)
         removed.append(manifest_path)
     else:
-        removed, kept = remove_records(records)
+        removed, kept = manifests.remove_records(records, _matches)
         os.unlink(manifest_path)
         removed.append(manifest_path)
-        more, _ = remove_records(created_dirs)
+        more, _ = manifests.remove_records(created_dirs, _matches)
         removed.extend(more)
     result.update(
         changed=True,
         removed=removed,
         kept=kept,
-        diff={"before": _listing(removed + kept), "after": _listing(kept)},
+        diff={"before": manifests.listing(removed + kept), "after": manifests.listing(kept)},
     )
     if kept:
         result["warnings"] = [
@@ -859,7 +805,7 @@ def run_present(module, params):
             ],
         }
     dirs = resolve_destinations(params["cuda_home"])
-    manifest = load_manifest(manifest_path)
+    manifest = manifests.load(manifest_path)
     if manifest and manifest.get("packages"):
         module.fail_json(
             msg=f"cuDNN was installed from RPMs by this project ({', '.join(manifest['packages'])}, see "
@@ -903,7 +849,7 @@ def run_present(module, params):
     plan = plan_install(info, dirs, manifest)
     if plan["conflicts"]:
         module.fail_json(
-            msg=f"cuDNN not installed, nothing was written: {len(plan['conflicts'])} path(s) exist that "
+            msg=f"{nothing_changed(manifest)}: {len(plan['conflicts'])} path(s) exist that "
             f"this project did not install: {'; '.join(plan['conflicts'])}. Move them aside (or uninstall "
             "what owns them) and rerun",
             conflicts=plan["conflicts"],
@@ -911,7 +857,7 @@ def run_present(module, params):
     installed = [p for _, p in plan["actions"]]
     base.update(version=info["version"], layout=info["layout"], ignored=info["ignored"])
     manifest_base = {
-        "schema": MANIFEST_SCHEMA,
+        "schema": manifests.SCHEMA,
         "role": "cudnn",
         "version": info["version"],
         "version_pin": pin,
@@ -932,7 +878,7 @@ def run_present(module, params):
     )
     changed = bool(installed or plan["remove"] or stale or record_changed)
     if module.check_mode:
-        removed, kept = would_remove(plan["remove"])
+        removed, kept = manifests.would_remove(plan["remove"], _matches)
         removed.extend(stale)
     else:
         for d in stale:
@@ -948,8 +894,8 @@ def run_present(module, params):
         base["diff"] = {
             "before_header": "cuDNN files before",
             "after_header": "cuDNN {} files".format(info["version"]),
-            "before": _listing(before),
-            "after": _listing(after),
+            "before": manifests.listing(before),
+            "after": manifests.listing(after),
         }
     return base
 
@@ -980,8 +926,8 @@ def main():
             result = run_absent(module, params["manifest"])
         else:
             result = run_present(module, params)
-    except (ArchiveError, ConflictError) as exc:
-        module.fail_json(msg=f"cuDNN not installed, nothing was written: {exc}")
+    except (ArchiveError, ConflictError, manifests.ManifestError) as exc:
+        module.fail_json(msg=f"{nothing_changed(_manifest_or_none(params['manifest']))}: {exc}")
     except OSError as exc:
         module.fail_json(msg=f"cuDNN install failed: {exc}")
     module.exit_json(**result)
