@@ -20,7 +20,7 @@ PLATFORMS := leap156 leap160 tumbleweed sles15 sles16
 MATRIX    := $(addsuffix -1,$(PLATFORMS))
 HOST      ?= leap156-1
 HOSTS     ?= $(MATRIX)
-# The ML virtualenv inside a sandbox host (gpu_stack_venv_path of inventory/group_vars/all/stack.yml)
+# The ML virtualenv inside a sandbox host (gpu_stack_venv_path of pins.yml)
 HOST_VENV ?= /opt/gpu-stack/venv
 N         ?= 4
 empty     :=
@@ -85,7 +85,7 @@ sandbox: venv host-packages ## Build (or reuse) the sandbox: stub repos, suite b
 wheelhouse: $(CACHE)/wheelhouse/wheelhouse.json ## Download the ML venv's pinned wheels (Python 3.11 and 3.13, +CUDA wheels)
 # Downloaded again only when the pins change (pip keeps the files it already has)
 $(CACHE)/wheelhouse/wheelhouse.json: $(VENV)/.installed tools/wheelhouse.py roles/ml_venv/vars/main.yml \
-		inventory/group_vars/all/versions.yml
+		pins.yml
 	$(PY) tools/wheelhouse.py --out $(CACHE)/wheelhouse
 
 converge: sandbox wheelhouse ## Converge site.yml into a fresh host of each platform (HOSTS, default the matrix)

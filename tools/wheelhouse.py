@@ -5,7 +5,7 @@
                         [--tensorflow 2.21.0] [--platform manylinux_2_28_x86_64] [--json]
 
 Reads the pins the ml_venv role installs (roles/ml_venv/vars/main.yml: the tested package set of the
-TensorFlow release; inventory/group_vars/all/versions.yml for the release) and runs
+TensorFlow release; pins.yml for the release) and runs
 `pip download --only-binary=:all:` once per target Python with that Python's and platform's tags, so a
 controller of any Python can fill a wheelhouse for the hosts' Pythons (Leap/SLE 15: 3.11; Leap 16,
 SLE 16, Tumbleweed: 3.13). `--cuda-mode pip` (or `both`, the default) adds TensorFlow's [and-cuda] wheels
@@ -34,7 +34,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PIN_SETS = REPO / "roles" / "ml_venv" / "vars" / "main.yml"
-VERSIONS = REPO / "inventory" / "group_vars" / "all" / "versions.yml"
+VERSIONS = REPO / "pins.yml"
 # manylinux tags a host of the supported platforms takes (glibc 2.28 and newer), newest first: TensorFlow
 # 2.21 ships manylinux_2_27, numpy manylinux_2_28, most others manylinux2014 (2_17)
 DEFAULT_PLATFORMS = (

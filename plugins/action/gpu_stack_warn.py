@@ -2,7 +2,7 @@
 
 `ansible.builtin.debug` output is easy to miss; a warning is repeated in the run's output and
 collected by callbacks. Shared by the preflight, cuda_repo, nvidia_driver and cuda roles
-(ansible.cfg: action_plugins = plugins/action).
+(gpu_stack.opensuse.gpu_stack_warn).
 """
 
 from __future__ import annotations

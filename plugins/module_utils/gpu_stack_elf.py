@@ -3,7 +3,7 @@
 Parsed with the standard library's struct, following the ELF specification (program headers ->
 PT_DYNAMIC -> DT_STRTAB, a virtual address mapped to a file offset through the PT_LOAD segments).
 Shared by the soname_links, cudnn_archive and gpu_stack_loader_cache modules, imported as
-ansible.module_utils.gpu_stack_elf (ansible.cfg: module_utils = plugins/module_utils).
+ansible_collections.gpu_stack.opensuse.plugins.module_utils.gpu_stack_elf.
 """
 
 import os

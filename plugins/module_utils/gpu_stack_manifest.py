@@ -4,8 +4,8 @@ A manifest is {"schema": 1, "role": ..., "state": ..., "entries": [record], "cre
 each record has at least "path" and "kind" ("file", "link" or "dir"). Removal takes away only records
 that are still as created, which each module decides with its own `matches(record)`.
 
-Shared by the cudnn_archive and soname_links modules, imported as ansible.module_utils.gpu_stack_manifest
-(ansible.cfg: module_utils = plugins/module_utils). Standard library only: it runs on the managed host.
+Shared by the cudnn_archive and soname_links modules, imported as
+ansible_collections.gpu_stack.opensuse.plugins.module_utils.gpu_stack_manifest. Standard library only: it runs on the managed host.
 """
 
 import errno

@@ -9,8 +9,8 @@ import glob
 import os
 import re
 
-from ansible.module_utils import gpu_stack_elf as elf
-from ansible.module_utils import gpu_stack_manifest as manifests
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_manifest as manifests
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""

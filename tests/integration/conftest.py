@@ -292,7 +292,7 @@ def failure_text(output: str, host: str) -> str:
 def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
     """NVIDIA's (stub) CUDA repo and the pinned CUDA toolkit on `host`, as the cuda roles leave them."""
     keys = json.loads((REPO_ROOT / ".cache/sandbox/repos/KEYS.json").read_text())
-    pins = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
+    pins = yaml.safe_load((REPO_ROOT / "pins.yml").read_text())
     toolkit = "cuda-toolkit-" + str(pins["gpu_stack_cuda_version"]).replace(".", "-")
     repo = "/srv/sandbox-repos/cuda/opensuse15/x86_64/cuda-opensuse15.repo"
     for cmd in (

@@ -35,8 +35,8 @@ IN_HOST = "/opt/doctor-under-test"
 
 
 def role_pins() -> dict[str, Any]:
-    """pins.json as the gpu_validation role renders it from inventory/group_vars/all/versions.yml."""
-    v = yaml.safe_load((REPO_ROOT / "inventory" / "group_vars" / "all" / "versions.yml").read_text())
+    """pins.json as the gpu_validation role renders it from pins.yml."""
+    v = yaml.safe_load((REPO_ROOT / "pins.yml").read_text())
     major = v["gpu_stack_cuda_version"].split(".")[0]
     return {
         "tensorflow_version": v["gpu_stack_tensorflow_version"],

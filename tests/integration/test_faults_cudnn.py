@@ -44,7 +44,7 @@ pytestmark = pytest.mark.sandbox
 
 PLAYBOOK = "playbooks/provision.yml"
 REMOVE = "playbooks/remove.yml"
-PINS = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
+PINS = yaml.safe_load((REPO_ROOT / "pins.yml").read_text())
 CUDNN = str(PINS["gpu_stack_cudnn_version"])
 CUDA = str(PINS["gpu_stack_cuda_version"])
 FIXTURES = REPO_ROOT / ".cache/sandbox/repos/cudnn"

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.sandbox
 
 PLAYBOOK = "playbooks/provision.yml"
 TAGS = "cudnn,cuda_links"
-PINS = yaml.safe_load((REPO_ROOT / "inventory/group_vars/all/versions.yml").read_text())
+PINS = yaml.safe_load((REPO_ROOT / "pins.yml").read_text())
 CUDA = str(PINS["gpu_stack_cuda_version"])
 MAJOR = CUDA.split(".")[0]
 CUDNN_MAJOR = str(PINS["gpu_stack_cudnn_version"]).split(".")[0]

@@ -108,7 +108,7 @@ CPU_BUILD_INFO = (
 
 def _pinned_tensorflow() -> str:
     """gpu_stack_tensorflow_version of the inventory: what the ml_venv role installed."""
-    versions = REPO_ROOT / "inventory" / "group_vars" / "all" / "versions.yml"
+    versions = REPO_ROOT / "pins.yml"
     return str(yaml.safe_load(versions.read_text(encoding="utf-8"))["gpu_stack_tensorflow_version"])
 
 

@@ -1,8 +1,10 @@
 """Shared setup of the unit tests.
 
-ansible.cfg points `module_utils` at plugins/module_utils; Ansible then ships those files with each module
-as ansible.module_utils.<name>. The unit tests import the modules directly, so the same package path is
-extended here before any test module is imported. `build` compiles real shared libraries with gcc.
+The modules import their module_utils as ansible_collections.gpu_stack.opensuse.plugins.module_utils.<name>
+(Ansible ships those files with each module). The unit tests import the modules directly and render role
+defaults that call the collection's lookup, so Ansible's collection loader is set up first, with the
+checkout's collections/ directory (ansible_collections/gpu_stack/opensuse links back to the repository
+root) as the collections path, as ansible.cfg has it. `build` compiles real shared libraries with gcc.
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
+from ansible.plugins.loader import init_plugin_loader
 
-MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
-if MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(MODULE_UTILS)
+init_plugin_loader([str(Path(__file__).resolve().parents[2] / "collections")])
 
 
 GCC = shutil.which("gcc")

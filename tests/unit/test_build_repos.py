@@ -608,7 +608,7 @@ def test_wheel_with_another_sha256_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("repo", [CUDA15, SLES15, cat.LOCAL])
 def test_tensorflow_sonames_are_all_shipped_by_cuda_12_5(repo):
-    versions = (REPO / "inventory/group_vars/all/versions.yml").read_text()
+    versions = (REPO / "pins.yml").read_text()
     block = versions.split('"12":', 1)[1].split('"10":', 1)[0]
     wanted = set(re.findall(r"- (lib\S+)", block))
     shipped = {

@@ -1,4 +1,4 @@
-"""Unit tests for roles/cudnn/library/cudnn_archive.py: archive inspection, planning, install and removal.
+"""Unit tests for plugins/modules/cudnn_archive.py: archive inspection, planning, install and removal.
 
 Archives are built here with tarfile (owners uid 1000 and odd modes on purpose); installs go into a
 fake CUDA tree under tmp_path whose include/ and lib64/ are symlinks into targets/, like NVIDIA's RPMs.
@@ -15,11 +15,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import gpu_stack_elf as elf
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
 from elf_samples import synthetic_elf
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location("cudnn_archive", REPO / "roles/cudnn/library/cudnn_archive.py")
+SPEC = importlib.util.spec_from_file_location("cudnn_archive", REPO / "plugins/modules/cudnn_archive.py")
 ca = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(ca)
 

@@ -377,13 +377,13 @@ def test_load_pins_file_missing(tmp_path: Path) -> None:
         gd.load_pins_file(str(tmp_path / "absent.json"))
 
 
-def test_repository_versions_yml_matches_fallback_tables() -> None:
+def test_repository_pins_yml_matches_fallback_tables() -> None:
     yaml = pytest.importorskip("yaml")
-    data = yaml.safe_load((REPO / "inventory/group_vars/all/versions.yml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((REPO / "pins.yml").read_text(encoding="utf-8"))
     # the doctor's fallback tables are copies of the pins: keep them equal
     assert {str(k): v for k, v in data["gpu_stack_tensorflow_sonames"].items()} == gd.DEFAULT_SONAMES
     assert {str(k): v for k, v in data["gpu_stack_cuda_min_driver"].items()} == gd.DEFAULT_MIN_DRIVER
-    pins = gd.pins_from_versions_yml(data, "versions.yml")
+    pins = gd.pins_from_pins_yml(data, "pins.yml")
     assert pins["cuda_version"] == data["gpu_stack_cuda_version"]
     assert pins["sonames"] == data["gpu_stack_tensorflow_sonames"][pins["cuda_version"].split(".")[0]]
     notes: list[str] = []
@@ -1216,7 +1216,7 @@ def test_pins_for_cuda13_name_the_variable(
     assert fail["message"].startswith("no TensorFlow soname table for CUDA 13")
     # the sandbox's 555 driver and cuDNN for CUDA 12 do not fit the (wrong) pin either
     assert {f["check"] for f in report["failures"]} == {"libraries", "driver_version", "cudnn"}
-    assert 'gpu_stack_cuda_version: "12.5"' in fail["fix"] and "versions.yml" in fail["fix"]
+    assert 'gpu_stack_cuda_version: "12.5"' in fail["fix"] and "pins.yml" in fail["fix"]
 
 
 def test_lspci_missing_is_a_warning(
@@ -1397,7 +1397,7 @@ HAS_GPU = os.path.exists("/dev/nvidia0")
 
 def test_smoke_real_host_with_repository_pins() -> None:
     rc, report = _run_script("--skip-tensorflow")
-    assert report["expected"]["pins"] and report["expected"]["pins"].endswith("versions.yml")
+    assert report["expected"]["pins"] and report["expected"]["pins"].endswith("pins.yml")
     ldconfig = gd.run_cmd([gd.find_tool("ldconfig"), "-p"]).stdout
     if "libcudart.so.12 " not in ldconfig:
         # the stack promises the pinned CUDA libraries: without them the doctor fails, naming the fix

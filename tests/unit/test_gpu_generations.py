@@ -27,8 +27,8 @@ def _load(name: str, path: Path):
     return module
 
 
-pf = _load("gpu_stack_preflight", ROLE / "filter_plugins" / "gpu_stack_preflight.py")
-pci = _load("gpu_stack_pci_gpus", ROLE / "library" / "gpu_stack_pci_gpus.py")
+pf = _load("gpu_stack_preflight", REPO / "plugins" / "filter" / "gpu_stack_preflight.py")
+pci = _load("gpu_stack_pci_gpus", REPO / "plugins" / "modules" / "gpu_stack_pci_gpus.py")
 lists_tool = _load("nvidia_gpu_lists", REPO / "tools" / "nvidia_gpu_lists.py")
 fixtures = _load("pci_fixtures", REPO / "tests" / "pci_fixtures.py")
 
@@ -40,7 +40,7 @@ DATA = {"open": OPEN, "legacy": LEGACY, "pci_ids": PCI_IDS,
         "architectures": VARS["__preflight_gpu_architectures"],
         "open_only": VARS["__preflight_gpu_open_only"], "routes": VARS["__preflight_gpu_legacy_routes"]}
 BRANCHES = VARS["__preflight_driver_generation_branches"]
-PINS = yaml.safe_load((REPO / "inventory/group_vars/all/versions.yml").read_text())
+PINS = yaml.safe_load((REPO / "pins.yml").read_text())
 MIN_DRIVER = PINS["gpu_stack_cuda_min_driver"]
 
 
@@ -148,7 +148,7 @@ def test_driver_pin_check(pin, generation, cuda, problem):
 
 
 def test_the_inventory_pin_is_checked_on_a_g07_host(tmp_path):
-    """The pin in versions.yml passes on a Turing+ host only if it is '' or a 590+ driver."""
+    """The pin in pins.yml passes on a Turing+ host only if it is '' or a 590+ driver."""
     pin = str(PINS["gpu_stack_nvidia_driver_version"])
     generation = _classify("rtx4090", tmp_path)["generation"]
     res = pf.gpu_stack_driver_pin_check(pin, generation, PINS["gpu_stack_cuda_version"], MIN_DRIVER, BRANCHES)

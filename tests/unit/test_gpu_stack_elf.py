@@ -12,7 +12,7 @@ import struct
 import subprocess
 
 import pytest
-from ansible.module_utils import gpu_stack_elf as elf
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
 from elf_samples import X86_64, synthetic_elf
 
 GCC = shutil.which("gcc")

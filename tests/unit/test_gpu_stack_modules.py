@@ -18,7 +18,7 @@ def _load(name: str, path: str):
     return module
 
 
-pci = _load("gpu_stack_pci_gpus", "roles/preflight/library/gpu_stack_pci_gpus.py")
+pci = _load("gpu_stack_pci_gpus", "plugins/modules/gpu_stack_pci_gpus.py")
 repos = _load("gpu_stack_zypper_repos", "plugins/modules/gpu_stack_zypper_repos.py")
 warn = _load("gpu_stack_warn", "plugins/action/gpu_stack_warn.py")
 

@@ -5,7 +5,7 @@ change is not counted, its handlers do not run), `failed`, `changed`, `msg`, `wa
 warnings), `diff`, `results` (loop results), `ansible_facts` (set as host facts), and sets others itself
 (`invocation`, `exception`, `skip_reason` ...). See "Return Values" in Ansible's reference
 (docs.ansible.com, reference_appendices/common_return_values). Three checks per module, for every module
-in plugins/modules and roles/*/library (and the action plugins in plugins/action, roles/*/action_plugins):
+in plugins/modules (and the action plugins in plugins/action):
 
 1. its RETURN documentation parses and documents no reserved key in another type;
 2. its source uses no key that only Ansible may set, nor `skipped`/`results`, as a result key anywhere;
@@ -34,8 +34,8 @@ from ansible.module_utils.common.text.converters import to_bytes
 from elf_samples import synthetic_elf
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = sorted([*REPO.glob("plugins/modules/*.py"), *REPO.glob("roles/*/library/*.py")])
-ACTIONS = sorted([*REPO.glob("plugins/action/*.py"), *REPO.glob("roles/*/action_plugins/*.py")])
+MODULES = sorted(REPO.glob("plugins/modules/*.py"))
+ACTIONS = sorted(REPO.glob("plugins/action/*.py"))
 
 # Keys Ansible reads in module results, with the type that meaning has
 TYPED = {
@@ -435,7 +435,7 @@ def test_results_of_real_runs_keep_the_reserved_keys_meaning(path, tmp_path, mon
 
 def test_the_issue_s_case_is_a_change_with_a_warning(tmp_path, monkeypatch, build):
     """A foreign /usr/lib64/libcudnn.so.9: the links are made (changed), the foreign path is a warning."""
-    path = REPO / "roles/cuda_links/library/soname_links.py"
+    path = REPO / "plugins/modules/soname_links.py"
     args = soname_links_scenarios(tmp_path, build)[1][0]
     result = run_module(path, args, monkeypatch, tmp_path)
     assert result["changed"] is True and "skipped" not in result

@@ -1,5 +1,5 @@
-"""Unit tests for roles/preflight/filter_plugins/gpu_stack_preflight.py (pure functions) and for the
-version pins kept in inventory/group_vars/all/versions.yml, which the preflight role checks."""
+"""Unit tests for plugins/filter/gpu_stack_preflight.py (pure functions) and for the
+version pins kept in pins.yml, which the preflight role checks."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location(
-    "gpu_stack_preflight", REPO / "roles/preflight/filter_plugins/gpu_stack_preflight.py")
+    "gpu_stack_preflight", REPO / "plugins/filter/gpu_stack_preflight.py")
 pf = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(pf)
 
 PREFLIGHT_VARS = yaml.safe_load((REPO / "roles/preflight/vars/main.yml").read_text())
 PLATFORMS = PREFLIGHT_VARS["__preflight_supported_platforms"]
-PINS = yaml.safe_load((REPO / "inventory/group_vars/all/versions.yml").read_text())
+PINS = yaml.safe_load((REPO / "pins.yml").read_text())
 TABLE = PINS["gpu_stack_tensorflow_build_table"]
 MIN_DRIVER = PINS["gpu_stack_cuda_min_driver"]
 

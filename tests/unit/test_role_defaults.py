@@ -12,7 +12,7 @@ from ansible.template import Templar
 
 REPO = Path(__file__).resolve().parents[1].parent
 ROLE = REPO / "roles" / "cudnn"
-PINS = yaml.safe_load((REPO / "inventory/group_vars/all/versions.yml").read_text())
+PINS = yaml.safe_load((REPO / "pins.yml").read_text())
 
 
 def render(name: str, architecture: str) -> str:

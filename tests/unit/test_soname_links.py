@@ -1,4 +1,4 @@
-"""Unit tests for roles/cuda_links/library/soname_links.py: planning, links, aliases, mirrors and removal.
+"""Unit tests for plugins/modules/soname_links.py: planning, links, aliases, mirrors and removal.
 
 Shared libraries are compiled with gcc -shared -Wl,-soname (conftest.build); the ELF reader itself is
 tested in test_gpu_stack_elf.py. Link trees live under tmp_path.
@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location(
-    "soname_links", REPO / "roles/cuda_links/library/soname_links.py"
+    "soname_links", REPO / "plugins/modules/soname_links.py"
 )
 sl = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(sl)

@@ -18,9 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_INVENTORY = REPO / "inventory" / "sandbox.yml"
+# The stack pins the roles default to (an inventory may override each)
+PINS = REPO / "pins.yml"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,13 +73,19 @@ def _resolve_host_vars(inventory: str, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def stack_vars(host, request: pytest.FixtureRequest) -> dict:
-    """Inventory variables (group_vars merged) of the host under test, for expected values."""
+    """Variables of the host under test for expected values: the stack pins of pins.yml (what the roles
+    default to), overridden by the inventory's variables (group_vars merged), as the roles see them."""
     inventory = (
         request.config.getoption("--stack-inventory")
         or request.config.getoption("--ansible-inventory", default=None)
         or str(DEFAULT_INVENTORY)
     )
-    return _resolve_host_vars(inventory, host.backend.get_hostname())
+    return {**_pins(), **_resolve_host_vars(inventory, host.backend.get_hostname())}
+
+
+@functools.cache
+def _pins() -> dict:
+    return yaml.safe_load(PINS.read_text(encoding="utf-8"))
 
 
 def _xy(version: str) -> str:

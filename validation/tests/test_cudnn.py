@@ -17,7 +17,7 @@ import yaml
 pytestmark = pytest.mark.usefixtures("system_cuda_only")
 
 MANIFEST = "/var/lib/opensuse-gpu-stack/manifest-cudnn.json"
-VERSIONS = Path(__file__).resolve().parents[2] / "inventory" / "group_vars" / "all" / "versions.yml"
+VERSIONS = Path(__file__).resolve().parents[2] / "pins.yml"
 # Headers and sub-libraries per cuDNN major (NVIDIA's archive contents)
 HEADERS = {
     "9": ["cudnn.h", "cudnn_version.h", "cudnn_adv.h", "cudnn_backend.h", "cudnn_cnn.h", "cudnn_graph.h",
@@ -31,7 +31,7 @@ LIBRARIES = {
     "8": ["libcudnn", "libcudnn_ops_infer", "libcudnn_ops_train", "libcudnn_cnn_infer", "libcudnn_cnn_train",
           "libcudnn_adv_infer", "libcudnn_adv_train"],
 }
-# Parametrized with the names of the major pinned in versions.yml (read at collection time); a host whose
+# Parametrized with the names of the major pinned in pins.yml (read at collection time); a host whose
 # inventory pins another major skips them (see _skip_other_major).
 PINNED_MAJOR = str(yaml.safe_load(VERSIONS.read_text())["gpu_stack_cudnn_version"]).split(".")[0]
 HEADER_CASES = [(PINNED_MAJOR, name) for name in HEADERS.get(PINNED_MAJOR, [])]

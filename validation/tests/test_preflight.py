@@ -1,6 +1,6 @@
 """preflight: the host is a platform NVIDIA publishes CUDA for, has room under /usr/local, and the pins fit
 TensorFlow's tested builds. Read-only checks, run with the same pure functions the role uses
-(roles/preflight/filter_plugins/gpu_stack_preflight.py); expected values from the inventory (`stack_vars`).
+(plugins/filter/gpu_stack_preflight.py); expected values from the inventory (`stack_vars`).
 """
 
 from __future__ import annotations

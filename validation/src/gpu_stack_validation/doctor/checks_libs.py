@@ -303,7 +303,7 @@ def check_libraries(facts: dict[str, Any], expected: dict[str, Any], fx: Finding
             "libraries",
             f"{problem}: TensorFlow supports CUDA 12 at most (pinned CUDA {expected.get('cuda_version')})",
             'set gpu_stack_cuda_version: "12.5" (and gpu_stack_cuda_release: '
-            '"12.5.1") in inventory/group_vars/all/versions.yml',
+            '"12.5.1") in the inventory (the defaults are the collection\'s pins.yml)',
         )
     if not expected.get("sonames"):
         res["status"] = "skip" if res["status"] == "ok" else res["status"]

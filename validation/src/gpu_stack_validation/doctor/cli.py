@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pins",
         metavar="FILE",
         help="pinned versions (JSON); default: <venv>/share/gpu-stack/validation/pins.json (the "
-        "gpu_validation role's), else the repository's inventory/group_vars/all/versions.yml",
+        "gpu_validation role's), else the checkout's pins.yml",
     )
     p.add_argument(
         "--python",

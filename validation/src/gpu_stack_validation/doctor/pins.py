@@ -1,4 +1,4 @@
-"""What the host must provide: the pins (--pins, the role's pins.json, or the repository's versions.yml)
+"""What the host must provide: the pins (--pins, the role's pins.json, or the checkout's pins.yml)
 and TensorFlow's build info, merged into one expectation (CUDA, cuDNN, the sonames TensorFlow dlopens).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from ..common import UsageError, major_minor, version_tuple
 
 # Fallbacks for a host without pins: copies of gpu_stack_tensorflow_sonames and gpu_stack_cuda_min_driver
-# (inventory/group_vars/all/versions.yml; a unit test keeps them equal). Pins always win.
+# (pins.yml; a unit test keeps them equal). Pins always win.
 DEFAULT_SONAMES: dict[str, list[str]] = {
     "12": [
         "libcudart.so.12",
@@ -88,8 +88,8 @@ def load_pins_file(path: str) -> dict[str, Any]:
     return normalize_pins(data, path)
 
 
-def pins_from_versions_yml(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """The pins object from the gpu_stack_* variables of inventory/group_vars/all/versions.yml."""
+def pins_from_pins_yml(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The pins object from the gpu_stack_* variables of pins.yml."""
     by_major = data.get("gpu_stack_tensorflow_sonames") or {}
     cuda = data.get("gpu_stack_cuda_version")
     major = str(version_tuple(str(cuda))[0]) if cuda is not None and version_tuple(str(cuda)) else None
@@ -108,25 +108,25 @@ def pins_from_versions_yml(data: dict[str, Any], where: str) -> dict[str, Any]:
     )
 
 
-def default_versions_yml() -> Path | None:
-    """inventory/group_vars/all/versions.yml of the repository whose validation/src this module runs from."""
+def default_pins_yml() -> Path | None:
+    """pins.yml of the checkout (or installed collection) whose validation/src this module runs from."""
     try:
         root = Path(__file__).resolve().parents[4]
     except IndexError:
         return None
-    path = root / "inventory" / "group_vars" / "all" / "versions.yml"
+    path = root / "pins.yml"
     return path if path.is_file() else None
 
 
 def load_default_pins(notes: list[str]) -> dict[str, Any] | None:
-    """The installed pins.json (the role's), else the repository's versions.yml (needs PyYAML), else None."""
+    """The installed pins.json (the role's), else the checkout's pins.yml (needs PyYAML), else None."""
     if INSTALLED_PINS.is_file():
         return load_pins_file(str(INSTALLED_PINS))
-    path = default_versions_yml()
+    path = default_pins_yml()
     if path is None:
         return None
     try:
-        import yaml  # optional: only a repository checkout has versions.yml next to this script
+        import yaml  # optional: only a checkout has pins.yml next to this script
     except ImportError:
         notes.append(f"{path} not read: PyYAML is not importable here (pass --pins)")
         return None
@@ -138,7 +138,7 @@ def load_default_pins(notes: list[str]) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         notes.append(f"{path} not read: not a mapping")
         return None
-    return pins_from_versions_yml(data, str(path))
+    return pins_from_pins_yml(data, str(path))
 
 
 def derive_expected(tensorflow: dict[str, Any] | None, pins: dict[str, Any] | None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ import os
 import stat
 import subprocess
 
-from ansible.module_utils import gpu_stack_elf as elf
-from ansible.module_utils import gpu_stack_manifest as manifests
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
+from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_manifest as manifests
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
@@ -313,7 +313,7 @@ def _plan_expected_aliases(params, lib_dirs, sonames_by_dir, planned, old, desir
         elif cross:
             note = (
                 f"{soname} is missing: {abi}, so no alias was made. Install the CUDA version TensorFlow "
-                "was built for (the pins in inventory/group_vars/all/versions.yml)"
+                "was built for (the gpu_stack_* pins)"
             )
         else:
             note = (

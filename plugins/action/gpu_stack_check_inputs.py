@@ -28,7 +28,7 @@ description:
   - Changes nothing; fails with one message listing every problem.
 options:
   roles:
-    description: Role names to check (usually ansible_play_role_names).
+    description: Role names to check (usually ansible_play_role_names), short or fully qualified.
     type: list
     elements: str
     required: true
@@ -76,7 +76,8 @@ class ActionModule(ActionBase):
         problems: list[str] = []
         checked = 0
         for role in list(dict.fromkeys(args.get("roles") or [])):
-            spec_file = roles_dir / role / "meta" / "argument_specs.yml"
+            # a play that names roles by FQCN lists them as gpu_stack.opensuse.<role>
+            spec_file = roles_dir / role.rsplit(".", 1)[-1] / "meta" / "argument_specs.yml"
             if not spec_file.is_file():
                 continue
             try:

@@ -17,7 +17,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 REDIST = "https://developer.download.nvidia.com/compute/cudnn/redist/cudnn/linux-x86_64/"
-MODULE = "cudnn_archive"
+MODULE = "gpu_stack.opensuse.cudnn_archive"
 
 
 def sha256_of(path: str) -> str:
