@@ -41,7 +41,7 @@ PYTEST    := $(ANSIBLE_ENV) $(VENV)/bin/pytest
 HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev vagrant vagrant-libvirt
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
-.PHONY: help venv host-packages lint readme remove unit sandbox wheelhouse converge snapshot idempotence check-mode \
+.PHONY: help venv host-packages lint collection readme remove unit sandbox wheelhouse converge snapshot idempotence check-mode \
 	verify venv-tests integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
@@ -71,6 +71,25 @@ lint: venv ## yamllint, ansible-lint, ruff, syntax check
 	cd $(ROOT) && $(VENV)/bin/ruff check .
 	cd $(ROOT) && $(PLAYBOOK) -i inventory/hosts.example.yml --syntax-check site.yml playbooks/*.yml
 	$(PY) tools/render_role_vars.py --check
+	$(MAKE) --no-print-directory collection
+
+# The collection as a user installs it: built, installed into a collections path of its own (nothing of the
+# checkout: no ansible.cfg, no collections/ link), linted there, and the execution environment's build context
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' $(ROOT)/galaxy.yml)
+COLLECTION_TARBALL := $(CACHE)/collection/gpu_stack-opensuse-$(COLLECTION_VERSION).tar.gz
+COLLECTION_INSTALLED := $(CACHE)/collection/installed
+COLLECTION_ENV := env -i PATH=$(VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) LANG=C.UTF-8 ANSIBLE_NOCOLOR=1 \
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTION_INSTALLED)
+collection: venv ## Build the collection, install it into .cache/collection/installed, lint it there, EE context
+	rm -rf $(CACHE)/collection $(CACHE)/ee-context
+	cd $(ROOT) && $(COLLECTION_ENV) $(VENV)/bin/ansible-galaxy collection build --output-path $(CACHE)/collection
+	cd $(CACHE)/collection && $(COLLECTION_ENV) $(VENV)/bin/ansible-galaxy collection install $(COLLECTION_TARBALL) \
+		-p $(COLLECTION_INSTALLED)
+	cd $(COLLECTION_INSTALLED)/ansible_collections/gpu_stack/opensuse && $(COLLECTION_ENV) $(VENV)/bin/ansible-lint
+	cd $(ROOT) && $(VENV)/bin/ansible-builder create --file execution-environment.yml --context $(CACHE)/ee-context
+	@# what ansible-builder will install for the collection in the image (its meta/execution-environment.yml)
+	$(PY) $(CACHE)/ee-context/_build/scripts/introspect.py introspect $(COLLECTION_INSTALLED) \
+		| tee $(CACHE)/collection/introspect.txt | grep -q 'flit-core'
 
 readme: venv ## Regenerate the README's role-variable table from the argument specs
 	$(PY) tools/render_role_vars.py

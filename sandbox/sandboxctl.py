@@ -175,7 +175,7 @@ class Layout:
         return self.hosts / name
 
     def host_inventory(self, name: str) -> Path:
-        # Inside inventory/ so Ansible loads inventory/group_vars/{all,sandbox} for it; the leading dot keeps
+        # Inside inventory/ so Ansible loads inventory/group_vars/sandbox for it; the leading dot keeps
         # it out of `-i inventory/` (Ansible skips hidden files in inventory directories).
         return self.inventory_dir / f".sandbox-{name}.yml"
 
