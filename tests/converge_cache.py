@@ -6,11 +6,11 @@
     converge_cache.py save HOST...           turn each HOST into snapshot converged-HOST (the host goes down);
                                              a host already running on its current snapshot is just taken down
 
-The inputs are every file of the roles, playbooks, inventory, pins, collection metadata, plugins, validation
-package and Ansible configuration (tracked or not, as they are in the working tree), the wheelhouse manifest, the stub
-repositories' stamp, and the sandbox layers under each host (a rebuilt platform layer makes its
-snapshots unusable). Integration scenarios start from these snapshots instead of converging again
-(tests/integration/conftest.py: converged_host).
+The inputs are every file of the roles, playbooks, inventory, pins, collection metadata, plugins,
+validation package and Ansible configuration (tracked or not, as they are in the working tree), the
+wheelhouse manifest, the stub repositories' stamp, and the sandbox layers under each host (a rebuilt
+platform layer makes its snapshots unusable). Integration scenarios start from these snapshots instead
+of converging again (tests/integration/conftest.py: converged_host).
 """
 
 from __future__ import annotations

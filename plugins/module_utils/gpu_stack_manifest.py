@@ -5,7 +5,8 @@ each record has at least "path" and "kind" ("file", "link" or "dir"). Removal ta
 that are still as created, which each module decides with its own `matches(record)`.
 
 Shared by the cudnn_archive and soname_links modules, imported as
-ansible_collections.gpu_stack.opensuse.plugins.module_utils.gpu_stack_manifest. Standard library only: it runs on the managed host.
+ansible_collections.gpu_stack.opensuse.plugins.module_utils.gpu_stack_manifest. Standard library only:
+it runs on the managed host.
 """
 
 import errno
@@ -135,3 +136,35 @@ def would_remove(records, matches):
 def listing(paths):
     """Sorted paths, one per line: the before/after text of a diff."""
     return "".join(p + "\n" for p in sorted(paths))
+
+
+def remove_recorded(manifest_path, matches, check_mode, changed_since):
+    """Remove what the manifest records (its entries, then the directories it created) and the manifest
+    itself; a record changed since it was created (matches(record) false) is kept and warned about, ending
+    "changed since <changed_since>". None when there is no manifest, else the result keys changed,
+    removed, kept, diff (and warnings)."""
+    manifest = load(manifest_path)
+    if manifest is None:
+        return None
+    records = manifest["entries"]
+    if check_mode:
+        removed, kept = would_remove(records, matches)
+        removed.append(manifest_path)
+    else:
+        removed, kept = remove_records(records, matches)
+        os.unlink(manifest_path)
+        removed.append(manifest_path)
+        created_dirs = [{"path": d, "kind": "dir"} for d in manifest.get("created_dirs", [])]
+        more, _ = remove_records(created_dirs, matches)
+        removed.extend(more)
+    result = {
+        "changed": True,
+        "removed": removed,
+        "kept": kept,
+        "diff": {"before": listing(removed + kept), "after": listing(kept)},
+    }
+    if kept:
+        result["warnings"] = [
+            "left in place because they changed since {}: {}".format(changed_since, ", ".join(kept))
+        ]
+    return result

@@ -15,9 +15,9 @@ import tarfile
 import tempfile
 import time
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_manifest as manifests
-from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 ---
@@ -749,31 +749,9 @@ def _manifest_or_none(path):
 
 
 def run_absent(module, manifest_path):
-    manifest = manifests.load(manifest_path)
     result = {"changed": False, "installed": [], "removed": [], "kept": [], "manifest": manifest_path}
-    if manifest is None:
-        return result
-    records = manifest["entries"]
-    created_dirs = [{"path": d, "kind": "dir"} for d in manifest.get("created_dirs", [])]
-    if module.check_mode:
-        removed, kept = manifests.would_remove(records, _matches)
-        removed.append(manifest_path)
-    else:
-        removed, kept = manifests.remove_records(records, _matches)
-        os.unlink(manifest_path)
-        removed.append(manifest_path)
-        more, _ = manifests.remove_records(created_dirs, _matches)
-        removed.extend(more)
-    result.update(
-        changed=True,
-        removed=removed,
-        kept=kept,
-        diff={"before": manifests.listing(removed + kept), "after": manifests.listing(kept)},
-    )
-    if kept:
-        result["warnings"] = [
-            "left in place because they changed since cuDNN was installed: {}".format(", ".join(kept))
-        ]
+    removal = manifests.remove_recorded(manifest_path, _matches, module.check_mode, "cuDNN was installed")
+    result.update(removal or {})
     return result
 
 

@@ -9,9 +9,9 @@ import glob
 import os
 import re
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_manifest as manifests
-from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 ---

@@ -11,9 +11,9 @@ import os
 import stat
 import subprocess
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_elf as elf
 from ansible_collections.gpu_stack.opensuse.plugins.module_utils import gpu_stack_manifest as manifests
-from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 ---
@@ -700,32 +700,9 @@ def _foreign_text(foreign):
 
 def run_absent(params, check_mode):
     manifest_path = params["manifest"]
-    manifest = manifests.load(manifest_path)
     result = _empty_result(manifest_path)
-    if manifest is None:
-        return result
-    records = manifest["entries"]
-    if check_mode:
-        removed, kept = manifests.would_remove(records, record_matches)
-        removed.append(manifest_path)
-    else:
-        removed, kept = manifests.remove_records(records, record_matches)
-        os.unlink(manifest_path)
-        removed.append(manifest_path)
-        more, _ = manifests.remove_records(
-            [{"path": d, "kind": "dir"} for d in manifest.get("created_dirs", [])], record_matches
-        )
-        removed.extend(more)
-    result.update(
-        changed=True,
-        removed=removed,
-        kept=kept,
-        diff={"before": manifests.listing(removed + kept), "after": manifests.listing(kept)},
-    )
-    if kept:
-        result["warnings"] = [
-            "left in place because they changed since they were created: {}".format(", ".join(kept))
-        ]
+    removal = manifests.remove_recorded(manifest_path, record_matches, check_mode, "they were created")
+    result.update(removal or {})
     return result
 
 
