@@ -9,7 +9,11 @@ import re
 from pathlib import Path
 
 import ansible_collections
+import pytest
 import yaml
+from ansible.errors import AnsibleError
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar
 from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +82,22 @@ def test_tasks_call_the_collection_plugins_by_fqcn() -> None:
     short = re.compile(rf"^\s*(?:- )?({'|'.join(sorted(plugins))}):", re.M)
     for path in [*REPO.glob("roles/*/tasks/*.yml"), *REPO.glob("roles/*/handlers/*.yml")]:
         assert not short.findall(path.read_text()), f"{path} calls a collection plugin without its FQCN"
+
+
+def _pin(name: str, variables: dict) -> object:
+    return Templar(loader=DataLoader(), variables=variables).template(
+        f"{{{{ lookup('gpu_stack.opensuse.pin', '{name}') }}}}")
+
+
+def test_pin_lookup_prefers_the_inventory_then_pins_yml() -> None:
+    assert _pin("gpu_stack_cuda_version", {}) == PINS["gpu_stack_cuda_version"]
+    assert _pin("gpu_stack_tensorflow_build_table", {}) == PINS["gpu_stack_tensorflow_build_table"]
+    # an inventory value is templated as the roles would see it
+    inventory = {"gpu_stack_cuda_version": "{{ site_cuda }}", "site_cuda": "12.3"}
+    assert _pin("gpu_stack_cuda_version", inventory) == "12.3"
+
+
+def test_pin_lookup_names_the_known_pins_for_a_typo() -> None:
+    with pytest.raises(AnsibleError, match="gpu_stack_cuda_vresion is not a stack pin") as exc:
+        _pin("gpu_stack_cuda_vresion", {})
+    assert "gpu_stack_cuda_version" in str(exc.value)
