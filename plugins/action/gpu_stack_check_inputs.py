@@ -75,9 +75,9 @@ class ActionModule(ActionBase):
         roles_dir = Path(str(args.get("roles_dir") or ""))
         problems: list[str] = []
         checked = 0
-        for role in list(dict.fromkeys(args.get("roles") or [])):
-            # a play that names roles by FQCN lists them as gpu_stack.opensuse.<role>
-            spec_file = roles_dir / role.rsplit(".", 1)[-1] / "meta" / "argument_specs.yml"
+        # a play that names roles by FQCN lists them as gpu_stack.opensuse.<role>
+        for role in dict.fromkeys(str(r).rsplit(".", 1)[-1] for r in args.get("roles") or []):
+            spec_file = roles_dir / role / "meta" / "argument_specs.yml"
             if not spec_file.is_file():
                 continue
             try:
