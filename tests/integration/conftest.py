@@ -264,7 +264,10 @@ def recap_changed(output: str, host: str | None = None) -> int:
 def task_status(output: str, task: str, host: str) -> str | None:
     """What the (first) run of `task` ("role : name") reported for `host`: ok, changed, skipping, failed,
     fatal, or None when the task did not run for it."""
+    # roles named by FQCN (the playbooks) print as gpu_stack.opensuse.<role>
     start = output.find(f"TASK [{task}]")
+    if start < 0:
+        start = output.find(f"TASK [gpu_stack.opensuse.{task}]")
     assert start >= 0, f"task {task!r} not in the output:\n{output[-3000:]}"
     section = output[start:]
     end = re.search(r"^(TASK|RUNNING HANDLER|PLAY RECAP) \[?", section[1:], re.M)

@@ -84,8 +84,9 @@ def test_second_run_measures_nothing_and_changes_nothing(validated, reports: Pat
                        extra_vars={"gpu_validation_reports_dir": str(reports)})
     assert res.returncode == 0, res.stdout[-5000:]
     assert _recap(res)["changed"] == 0, changed_tasks(res.stdout)
-    assert "TASK [gpu_validation : measure | Run the benchmark]" in res.stdout
-    run_block = res.stdout.split("TASK [gpu_validation : measure | Run the benchmark]")[1].split("TASK [")[0]
+    benchmark = "TASK [gpu_stack.opensuse.gpu_validation : measure | Run the benchmark]"
+    assert benchmark in res.stdout
+    run_block = res.stdout.split(benchmark)[1].split("TASK [")[0]
     assert f"skipping: [{host.name}]" in run_block
     assert (reports / "fleet.md").read_bytes() == fleet_before
 
@@ -161,7 +162,8 @@ def test_broken_stack_fails_after_the_reports_are_fetched(validated, reports: Pa
     res = run_playbook(host, "playbooks/validate.yml", extra_vars=quick)
     assert res.returncode != 0
     assert _recap(res)["failed"] == 1
-    tail = res.stdout.split("TASK [gpu_validation : verdict | Fail on the checks that failed]")[1]
+    verdict = "TASK [gpu_stack.opensuse.gpu_validation : verdict | Fail on the checks that failed]"
+    tail = res.stdout.split(verdict)[1]
     assert f"Validation failed on {host.name}" in tail and "libcudnn.so.9" in tail and "fix:" in tail
     # the reports were fetched and the fleet summary rendered before the play failed
     doctor = json.loads((reports / host.name / "doctor.json").read_text())

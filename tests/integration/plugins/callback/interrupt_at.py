@@ -7,7 +7,7 @@
 `end` fires when the task's result arrived, before any later task or handler runs. The callback then
 sends SIGINT to ansible-playbook's process group, so ansible-playbook must lead its own group (started
 with start_new_session=True); otherwise it refuses instead of interrupting whoever started it. Task names
-match with or without the "role : " prefix.
+match with or without the "role : " prefix (a role named by FQCN too).
 
 Enabled by tests/integration/test_faults_links.py only (ANSIBLE_CALLBACK_PLUGINS, ANSIBLE_CALLBACKS_ENABLED).
 """
@@ -49,7 +49,8 @@ class CallbackModule(CallbackBase):
 
     def _matches(self, task) -> bool:
         name = task.get_name().strip()
-        return name == self.name or name.endswith(" : " + self.name)
+        # "role : name" also matches the FQCN "gpu_stack.opensuse.role : name"
+        return name == self.name or name.endswith((" : " + self.name, "." + self.name))
 
     def _interrupt(self, task) -> None:
         if self.fired:
