@@ -89,7 +89,8 @@ collection: venv ## Build the collection, install it into .cache/collection/inst
 	cd $(ROOT) && $(VENV)/bin/ansible-builder create --file execution-environment.yml --context $(CACHE)/ee-context
 	@# what ansible-builder will install for the collection in the image (its meta/execution-environment.yml)
 	$(PY) $(CACHE)/ee-context/_build/scripts/introspect.py introspect $(COLLECTION_INSTALLED) \
-		| tee $(CACHE)/collection/introspect.txt | grep -q 'flit-core'
+		> $(CACHE)/collection/introspect.txt
+	grep -q '^- .flit-core==' $(CACHE)/collection/introspect.txt
 
 readme: venv ## Regenerate the README's role-variable table from the argument specs
 	$(PY) tools/render_role_vars.py
