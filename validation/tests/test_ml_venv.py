@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack_defaults import role_defaults
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "ml_venv"
 SIMPLE_REF = re.compile(r"^\{\{\s*(\w+)\s*\}\}$")
@@ -43,7 +44,7 @@ def _resolve(value, variables: dict):
 def cfg(stack_vars, platform_python, cuda_mode) -> dict:
     """The role's inputs as this host got them (defaults < inventory), plus the tested pin set. A Python pin
     of '' means the platform's Python, a CUDA mode of auto what the host's repositories offer."""
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    defaults = role_defaults("ml_venv")
     internal = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     derived = {"ml_venv_python_version": str(stack_vars.get("gpu_stack_python_version") or platform_python),
                "ml_venv_cuda_mode": cuda_mode}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack_defaults import role_defaults
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "numeric_libs"
 JINJA_VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -50,7 +51,7 @@ def _render(value, variables: dict):
 @pytest.fixture(scope="module")
 def role_vars(host, stack_vars) -> dict:
     """Inputs of the role as it resolved them: defaults < platform vars < inventory."""
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    defaults = role_defaults("numeric_libs")
     platform = yaml.safe_load((ROLE / "vars" / _platform_file(host)).read_text())
     merged = {k: v for k, v in defaults.items() if "{{" not in str(v)}
     merged.update({k: stack_vars[k] for k in defaults if k in stack_vars})

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack_defaults import role_defaults
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "nvidia_driver"
-DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+DEFAULTS = role_defaults("nvidia_driver")
 LOCKS = "__nvidia_driver_zypper_locks"
 VARS_FILES = {"opensuse-leap": "openSUSE_Leap", "opensuse-tumbleweed": "openSUSE_Tumbleweed", "sles": "SLES"}
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack_defaults import role_defaults
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "preflight"
-_FILTERS = ROLE / "filter_plugins" / "gpu_stack_preflight.py"
+PLUGINS = ROLE.parents[1] / "plugins"
+_FILTERS = PLUGINS / "filter" / "gpu_stack_preflight.py"
 _SPEC = importlib.util.spec_from_file_location("preflight", _FILTERS)
 pf = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(pf)
-DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+DEFAULTS = role_defaults("preflight")
 PLATFORMS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["__preflight_supported_platforms"]
 # os-release ID -> the distribution name Ansible reports (what the role's table uses)
 ANSIBLE_DISTRIBUTION = {"opensuse-leap": "openSUSE Leap", "opensuse-tumbleweed": "openSUSE Tumbleweed",
@@ -71,7 +73,7 @@ def test_nvidia_gpu_on_pci_bus(host) -> None:
 
 
 def _lspci(text: str) -> list[dict]:
-    spec = importlib.util.spec_from_file_location("pci_gpus", ROLE / "library" / "gpu_stack_pci_gpus.py")
+    spec = importlib.util.spec_from_file_location("pci_gpus", PLUGINS / "modules" / "gpu_stack_pci_gpus.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.parse_lspci_mm(text, numeric=True)
