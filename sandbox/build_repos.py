@@ -104,10 +104,15 @@ def run(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+NOISE = re.compile(r"^warning: Could not set GPG_TTY")
+
+
 def check(cmd: Sequence[str], what: str, **kwargs: object) -> Result:
     result = run(cmd, **kwargs)  # type: ignore[arg-type]
     if result.rc != 0:
-        tail = (result.err or result.out).strip().splitlines()[-15:]
+        # rpmsign warns about GPG_TTY once per package; that noise would push the error out of the tail.
+        lines = (result.err or result.out).strip().splitlines()
+        tail = [line for line in lines if NOISE.search(line) is None][-15:]
         raise BuildError(f"{what} failed (rc {result.rc}): {' '.join(cmd[:3])} ...\n" + "\n".join(tail))
     return result
 
@@ -505,6 +510,9 @@ class Builder:
     # ---- keys
     def setup_gnupg(self) -> None:
         self.gnupghome.mkdir(mode=0o700)
+        # Parallel rpmsign jobs share one agent; its fixed secure memory runs out with many at once
+        # ("signing failed: Cannot allocate memory", GnuPG T3530) unless it may grow.
+        (self.gnupghome / "gpg-agent.conf").write_text("auto-expand-secmem\n")
         for name in ("opensuse", "nvidia"):
             public = (KEYS / f"{name}.pub.asc").read_text()
             info = pgp_key_info(public)

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import sys
 import tarfile
 import types
@@ -1125,3 +1126,29 @@ def test_cudnn_archive_is_deterministic(tmp_path):
     for name in ("a.tar.xz", "b.tar.xz"):
         br.write_tarball(tmp_path / name, members, cat.CUDNN_ARCHIVE_OWNER, cat.CUDNN_ARCHIVE_MTIME)
     assert (tmp_path / "a.tar.xz").read_bytes() == (tmp_path / "b.tar.xz").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ build errors
+
+
+def test_a_failed_step_shows_its_error_not_the_gpg_tty_noise():
+    """rpmsign warns about GPG_TTY once per package; the error line must survive into the message."""
+    noise = "for i in $(seq 30); do echo 'warning: Could not set GPG_TTY to stdin: x' >&2; done"
+    script = f"{noise}; echo 'gpg: signing failed: Cannot allocate memory' >&2; {noise}; exit 1"
+    with pytest.raises(br.BuildError) as caught:
+        br.check(["sh", "-c", script], "signing RPMs with the nvidia test key")
+    tail = str(caught.value).splitlines()[1:]
+    assert tail == ["gpg: signing failed: Cannot allocate memory"]
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg (make host-packages)")
+def test_the_signing_agent_may_grow_its_secure_memory(tmp_path):
+    """Parallel rpmsign jobs share one gpg-agent; without auto-expand-secmem it fails with ENOMEM."""
+    builder = br.Builder(cat, tmp_path, tmp_path / "out", "/srv", jobs=32)
+    try:
+        builder.setup_gnupg()
+        conf = (builder.gnupghome / "gpg-agent.conf").read_text().split()
+    finally:
+        builder.stop_gnupg()
+    assert "auto-expand-secmem" in conf
+    assert set(builder.keys) == {"opensuse", "nvidia"}
