@@ -164,11 +164,22 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 	@mkdir -p $(RESULTS)
 	$(PYTEST) tests/integration -q --junitxml=$(RESULTS)/integration.xml
 
+# A stage that passed with exactly these inputs (the whole working tree, the wheelhouse, the stub repositories
+# and the sandbox layers: tests/result_cache.py) is reused, not rerun; FRESH=1 reruns everything
+REUSE      = RESULTS=$(RESULTS) $(PY) $(ROOT)/tests/result_cache.py run
+SUBMAKE    = $(MAKE) --no-print-directory
 test: ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
-	@status=0; $(MAKE) --no-print-directory lint unit converge idempotence check-mode verify venv-tests snapshot \
-		integration \
+	@status=0; { $(REUSE) lint -- $(SUBMAKE) lint \
+		&& $(SUBMAKE) unit converge \
+		&& $(REUSE) idempotence --key '$(HOSTS)' -- $(SUBMAKE) idempotence \
+		&& $(REUSE) check-mode --key '$(HOSTS)' -- $(SUBMAKE) check-mode \
+		&& $(REUSE) verify --key '$(HOSTS)' $(HOSTS:%=--junit testinfra-%.xml) -- $(SUBMAKE) verify \
+		&& $(REUSE) venv-tests --key '$(HOSTS)' $(patsubst %,--junit venv-%.xml,$(filter $(VENV_TEST_HOSTS),$(HOSTS))) \
+			-- $(SUBMAKE) venv-tests \
+		&& $(SUBMAKE) snapshot \
+		&& $(REUSE) integration --junit integration.xml -- $(SUBMAKE) integration; } \
 		|| status=$$?; \
 	$(SANDBOXCTL) down $(HOSTS) $(CHECK_HOSTS) >/dev/null 2>&1 || true; \
 	exit $$status

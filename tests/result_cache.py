@@ -1,0 +1,139 @@
+"""Reuse a `make test` stage's result while nothing it could depend on changed since it passed.
+
+    result_cache.py run STAGE [--key TEXT] [--junit NAME]... -- COMMAND...
+        run COMMAND unless STAGE passed before with the same inputs (and the same TEXT: the make
+        variables that choose what the stage runs); when it did, copy the JUnit files NAME it wrote
+        into RESULTS back there, and leave a note, STAGE.reused, that tests/summary.py reports.
+        Exit status: COMMAND's, or 0 when reused.
+    result_cache.py digest
+        print the inputs digest
+
+The inputs are deliberately coarse: every file of the working tree that git would see (tracked or
+not ignored: roles, plugins, tests, sandbox code, Makefile, README, ...), the wheelhouse manifest, the
+stub repositories' stamp and the sandbox layers each platform's hosts stand on. Any edit anywhere
+reruns every stage; an unchanged tree (a second `make test` in the same clone) reuses them. A stage
+whose command failed, or whose inputs changed while it ran, is not kept. FRESH=1 reruns everything
+(a clean clone, as CI has, has nothing to reuse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sandbox import sandboxctl as sc  # noqa: E402
+
+STORE = REPO / ".cache" / "test-results-reused"
+RESULTS = Path(os.environ.get("RESULTS", REPO / ".cache" / "test-results"))
+
+
+def digest(key: str = "", layout: sc.Layout = sc.DEFAULT_LAYOUT) -> str:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=layout.repo_root,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    h = hashlib.sha256(key.encode() + b"\0")
+    for rel in sorted(f for f in files if f):
+        path = layout.repo_root / rel.decode()
+        if path.is_symlink():
+            h.update(rel + b"\0link\0" + os.readlink(path).encode())
+        elif path.is_file():
+            h.update(rel + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    for name, path in (
+        ("wheelhouse", layout.wheelhouse / "wheelhouse.json"),
+        ("repos", layout.repos / ".stamp.json"),
+    ):
+        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    for name, platform in sorted(sc.load_platforms().items()):
+        try:
+            lowers = [str(p) for p in sc.current_layers(layout, platform).lowers]
+        except sc.EnvironmentProblem:
+            lowers = ["not built"]
+        h.update(f"layers {name}\0{lowers}".encode())
+    return h.hexdigest()[:16]
+
+
+def reuse(stage: str, inputs: str, junit: list[str]) -> bool:
+    record_file = STORE / f"{stage}.json"
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return False
+    if record.get("inputs") != inputs or any(not (STORE / stage / name).is_file() for name in junit):
+        return False
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["passed_at"]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in junit:
+        shutil.copyfile(STORE / stage / name, RESULTS / name)
+    note = {"stage": stage, "passed_at": when, "inputs": inputs, "junit": junit}
+    (RESULTS / f"{stage}.reused").write_text(json.dumps(note) + "\n")
+    print(
+        f"{stage}: reused: it passed at {when} ({record['seconds']} s) with the same inputs ({inputs}); "
+        "FRESH=1 reruns it"
+    )
+    return True
+
+
+def keep(stage: str, inputs: str, junit: list[str], seconds: float) -> None:
+    shutil.rmtree(STORE / stage, ignore_errors=True)
+    (STORE / stage).mkdir(parents=True)
+    for name in junit:
+        shutil.copyfile(RESULTS / name, STORE / stage / name)
+    record = {"inputs": inputs, "passed_at": int(time.time()), "seconds": round(seconds), "junit": junit}
+    (STORE / f"{stage}.json").write_text(json.dumps(record) + "\n")
+
+
+def run(stage: str, key: str, junit: list[str], command: list[str]) -> int:
+    inputs = digest(key)
+    if not os.environ.get("FRESH") and reuse(stage, inputs, junit):
+        return 0
+    (STORE / f"{stage}.json").unlink(missing_ok=True)
+    start = time.monotonic()
+    rc = subprocess.run(command, check=False).returncode
+    seconds = time.monotonic() - start
+    if rc != 0:
+        return rc
+    missing = [name for name in junit if not (RESULTS / name).is_file()]
+    if missing:
+        print(f"result_cache: {stage} wrote no {', '.join(missing)}: not kept", file=sys.stderr)
+    elif digest(key) != inputs:
+        print(f"result_cache: the inputs changed while {stage} ran: not kept", file=sys.stderr)
+    else:
+        keep(stage, inputs, junit, seconds)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["digest"]:
+        print(digest())
+        return 0
+    parser = argparse.ArgumentParser(prog="result_cache.py run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage")
+    parser.add_argument("--key", default="", help="what else chooses what the stage runs (make variables)")
+    parser.add_argument("--junit", action="append", default=[], help="JUnit file it writes in RESULTS")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    if argv[:1] != ["run"]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv[1:])
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no COMMAND after --")
+    return run(args.stage, args.key, args.junit, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
