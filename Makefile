@@ -168,7 +168,7 @@ integration: ## Fault scenarios and removal, each on a fresh sandbox
 # and the sandbox layers: tests/result_cache.py) is reused, not rerun; FRESH=1 reruns everything
 REUSE      = RESULTS=$(RESULTS) $(PY) $(ROOT)/tests/result_cache.py run
 SUBMAKE    = $(MAKE) --no-print-directory
-test: ## Everything CI runs; ends with "N passed, N failed"
+test: venv ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
 	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
 	@status=0; { $(REUSE) lint -- $(SUBMAKE) lint \
