@@ -120,16 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["digest"]:
         print(digest())
         return 0
+    # The command is everything after "--", options and all: argparse would read its options as ours
+    if argv[:1] != ["run"] or "--" not in argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    command = argv[split + 1 :]
     parser = argparse.ArgumentParser(prog="result_cache.py run", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage")
     parser.add_argument("--key", default="", help="what else chooses what the stage runs (make variables)")
     parser.add_argument("--junit", action="append", default=[], help="JUnit file it writes in RESULTS")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    if argv[:1] != ["run"]:
-        print(__doc__, file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv[1:])
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    args = parser.parse_args(argv[1:split])
     if not command:
         parser.error("no COMMAND after --")
     return run(args.stage, args.key, args.junit, command)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +125,35 @@ def test_digest_follows_every_file_git_sees_and_nothing_it_ignores(tmp_path):
     assert after_new != before
     (tmp_path / "roles" / "a.yml").write_text("a: 2\n")
     assert rc.digest("", layout) != after_new
+
+
+def make_test_commands() -> list[list[str]]:
+    """The result_cache.py command lines `make test` runs, as make prints them (-n)."""
+    make = ["make", "-n", "--no-print-directory", "test"]
+    out = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    commands = []
+    for part in re.split(r"&&|\|\||;|\{|\}", out.replace("\\\n", " ")):
+        words = shlex.split(part)
+        tools = [i for i, w in enumerate(words) if w.endswith("tests/result_cache.py")]
+        if tools:
+            commands.append(words[tools[0] + 1 :])
+    return commands
+
+
+def test_the_command_lines_of_make_test_parse_and_run_their_stage(cache, monkeypatch):
+    commands = make_test_commands()
+    stages = [c[1] for c in commands]
+    assert stages == ["lint", "idempotence", "check-mode", "verify", "venv-tests", "integration"]
+    seen = []
+    monkeypatch.setattr(rc, "run", lambda *args: seen.append(args))
+    for words in commands:
+        rc.main(words)
+    verify = next(s for s in seen if s[0] == "verify")
+    assert verify[1] == "leap156-1 leap160-1 tumbleweed-1 sles15-1 sles16-1"
+    assert verify[2] == [f"testinfra-{h}.xml" for h in verify[1].split()]
+    assert [s[3][-1] for s in seen] == stages  # each runs `make ... <stage>`
+
+
+def test_options_after_the_double_dash_belong_to_the_command(cache):
+    assert rc.main(["run", "lint", "--key", "k", "--", "sh", "-c", "exit 0", "--key"]) == 0
+    assert rc.main(["run", "lint", "--key", "k"]) == 2
