@@ -16,6 +16,7 @@ of converging again (tests/integration/conftest.py: converged_host).
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,25 +41,33 @@ INPUTS = (
 PREFIX = "converged-"
 
 
-def digest(layout: sc.Layout = sc.DEFAULT_LAYOUT) -> str:
+def hash_inputs(layout: sc.Layout, pathspecs: tuple[str, ...] = (), seed: bytes = b"") -> hashlib._Hash:
+    """sha256 over `seed`, every file git sees under `pathspecs` (all of the tree when empty; tracked, or
+    untracked and not ignored; a symlink by its target), the wheelhouse manifest and the stub repositories'
+    stamp (it hashes their inputs): what the hosts are built from. Also used by tests/result_cache.py."""
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *INPUTS],
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *pathspecs],
         cwd=layout.repo_root,
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
-    h = hashlib.sha256()
+    h = hashlib.sha256(seed)
     for rel in sorted(f for f in files if f):
         path = layout.repo_root / rel.decode()
-        if path.is_file():
+        if path.is_symlink():
+            h.update(rel + b"\0link\0" + os.readlink(path).encode())
+        elif path.is_file():
             h.update(rel + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    # what the hosts install from: the wheelhouse and the stub repositories (their stamp hashes their inputs)
     for name, path in (
         ("wheelhouse", layout.wheelhouse / "wheelhouse.json"),
         ("repos", layout.repos / ".stamp.json"),
     ):
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
-    return h.hexdigest()[:16]
+    return h
+
+
+def digest(layout: sc.Layout = sc.DEFAULT_LAYOUT) -> str:
+    return hash_inputs(layout, INPUTS).hexdigest()[:16]
 
 
 def snapshot_name(host: str) -> str:

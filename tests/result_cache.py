@@ -19,7 +19,6 @@ whose command failed, or whose inputs changed while it ran, is not kept. FRESH=1
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -32,30 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sandbox import sandboxctl as sc  # noqa: E402
+from tests import converge_cache  # noqa: E402
 
 STORE = REPO / ".cache" / "test-results-reused"
 RESULTS = Path(os.environ.get("RESULTS", REPO / ".cache" / "test-results"))
 
 
 def digest(key: str = "", layout: sc.Layout = sc.DEFAULT_LAYOUT) -> str:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=layout.repo_root,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    h = hashlib.sha256(key.encode() + b"\0")
-    for rel in sorted(f for f in files if f):
-        path = layout.repo_root / rel.decode()
-        if path.is_symlink():
-            h.update(rel + b"\0link\0" + os.readlink(path).encode())
-        elif path.is_file():
-            h.update(rel + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    for name, path in (
-        ("wheelhouse", layout.wheelhouse / "wheelhouse.json"),
-        ("repos", layout.repos / ".stamp.json"),
-    ):
-        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    h = converge_cache.hash_inputs(layout, seed=key.encode() + b"\0")
     for name, platform in sorted(sc.load_platforms().items()):
         try:
             lowers = [str(p) for p in sc.current_layers(layout, platform).lowers]

@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 rc = importlib.import_module("tests.result_cache")
 summary = importlib.import_module("tests.summary")
+converge_cache = importlib.import_module("tests.converge_cache")
 sc = importlib.import_module("sandbox.sandboxctl")
 
 JUNIT = '<testsuite tests="{n}" failures="0" errors="0" skipped="0"></testsuite>\n'
@@ -125,6 +126,23 @@ def test_digest_follows_every_file_git_sees_and_nothing_it_ignores(tmp_path):
     assert after_new != before
     (tmp_path / "roles" / "a.yml").write_text("a: 2\n")
     assert rc.digest("", layout) != after_new
+
+
+def test_converge_digest_follows_what_hosts_are_built_from_and_links_by_target(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "a.yml").write_text("a: 1\n")
+    (tmp_path / "roles" / "b").symlink_to("a.yml")
+    layout = sc.Layout(tmp_path)
+    before = converge_cache.digest(layout)
+    (tmp_path / "README.md").write_text("not an input of the converge\n")
+    assert converge_cache.digest(layout) == before
+    (tmp_path / "roles" / "b").unlink()
+    (tmp_path / "roles" / "b").symlink_to("elsewhere.yml")
+    relinked = converge_cache.digest(layout)
+    assert relinked != before
+    (tmp_path / "roles" / "a.yml").write_text("a: 2\n")
+    assert converge_cache.digest(layout) not in (before, relinked)
 
 
 def make_test_commands() -> list[list[str]]:
