@@ -23,6 +23,10 @@ HOSTS     ?= $(MATRIX)
 # The ML virtualenv inside a sandbox host (gpu_stack_venv_path of pins.yml)
 HOST_VENV ?= /opt/gpu-stack/venv
 N         ?= 4
+# How many make test jobs run at once: the cores (the scenarios: at most 8 test files at once, each brings up
+# its own hosts; pytest-xdist keeps a file's module fixtures on one worker)
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+INTEGRATION_JOBS ?= $(shell n=$(JOBS); echo $$(( n < 8 ? n : 8 )))
 empty     :=
 comma     := ,
 LIMIT      = $(subst $(empty) $(empty),$(comma),$(strip $(HOSTS)))
@@ -42,7 +46,7 @@ HOST_PACKAGES := debootstrap rpm createrepo-c gnupg xz-utils bzip2 gcc libc6-dev
 HOST_COMMANDS := debootstrap rpmbuild rpmsign createrepo_c gpg xz gcc vagrant
 
 .PHONY: help venv host-packages lint collection readme remove unit sandbox wheelhouse converge snapshot idempotence check-mode \
-	verify venv-tests integration test demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
+	verify venv-tests integration test test-lint demo lab vm-test vagrant-validate device-wheels sandbox-clean clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -66,7 +70,9 @@ host-packages: ## Install what the sandbox build needs (Debian: apt-get; openSUS
 	else echo "host-packages: install$$missing by hand" >&2; exit 2; fi
 
 lint: venv ## yamllint, ansible-lint, ruff, syntax check
-	cd $(ROOT) && $(VENV)/bin/yamllint --strict .
+	@# the files git sees: a walk of . would descend into .cache (sandbox roots with /proc and /sys mounted)
+	cd $(ROOT) && git ls-files -z --cached --others --exclude-standard -- '*.yml' '*.yaml' .yamllint \
+		| xargs -0 $(VENV)/bin/yamllint --strict
 	cd $(ROOT) && $(ANSIBLE_ENV) $(VENV)/bin/ansible-lint
 	cd $(ROOT) && $(VENV)/bin/ruff check .
 	cd $(ROOT) && $(PLAYBOOK) -i inventory/hosts.example.yml --syntax-check site.yml playbooks/*.yml
@@ -137,32 +143,33 @@ check-mode: ## --check --diff: changed=0 on the converged hosts, no failure on a
 		|| status=$$?; $(SANDBOXCTL) down $(CHECK_HOSTS) >/dev/null; \
 		if [ $$status != 0 ]; then tail -n 60 $(LOGS)/check-mode-fresh.log; fi; exit $$status
 
-verify: ## testinfra suite against each converged sandbox host
+verify: ## testinfra suite against each converged sandbox host (JOBS hosts at once)
 	@mkdir -p $(RESULTS)
-	@status=0; for h in $(HOSTS); do \
-		echo "verify: $$h"; \
-		$(PYTEST) validation/tests -q --connection=chroot --hosts=$$($(SANDBOXCTL) root $$h) -m 'not gpu' \
-			--junitxml=$(RESULTS)/testinfra-$$h.xml || status=1; \
-	done; exit $$status
+	@$(SUBMAKE) -k -j$(JOBS) --output-sync=target $(HOSTS:%=verify-host-%)
+verify-host-%:
+	@echo "verify: $*"
+	@$(PYTEST) validation/tests -q -p no:cacheprovider --connection=chroot --hosts=$$($(SANDBOXCTL) root $*) \
+		-m 'not gpu' --junitxml=$(RESULTS)/testinfra-$*.xml
 
 # The validation package's real Keras/TensorFlow runs need TensorFlow: they run in the converged host's ML
 # virtualenv (where the gpu_validation role installed the package), inside the host
 venv-tests: ## The package's Keras/TensorFlow tests in the ML virtualenv of a system-CUDA and a pip-CUDA host
 	@mkdir -p $(RESULTS)
-	@status=0; for h in $(filter $(VENV_TEST_HOSTS),$(HOSTS)); do \
-		root=$$($(SANDBOXCTL) root $$h); echo "venv-tests: $$h"; \
-		rm -rf $$root/tmp/gpu-stack-venv-tests && mkdir -p $$root/tmp/gpu-stack-venv-tests; \
-		cp $(ROOT)/tests/venv/*.py $$root/tmp/gpu-stack-venv-tests/; \
-		chroot $$root env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-			$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
-			--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || status=1; \
-		cp $$root/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv-$$h.xml 2>/dev/null || true; \
-		rm -rf $$root/tmp/gpu-stack-venv-tests; \
-	done; exit $$status
+	@$(SUBMAKE) -k -j$(JOBS) --output-sync=target $(patsubst %,venv-tests-host-%,$(filter $(VENV_TEST_HOSTS),$(HOSTS)))
+venv-tests-host-%:
+	@root=$$($(SANDBOXCTL) root $*); echo "venv-tests: $*"; \
+	rm -rf $$root/tmp/gpu-stack-venv-tests && mkdir -p $$root/tmp/gpu-stack-venv-tests; \
+	cp $(ROOT)/tests/venv/*.py $$root/tmp/gpu-stack-venv-tests/; \
+	status=0; chroot $$root env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+		$(HOST_VENV)/bin/python -m pytest -q -p no:cacheprovider /tmp/gpu-stack-venv-tests \
+		--junitxml=/tmp/gpu-stack-venv-tests/venv.xml || status=$$?; \
+	cp $$root/tmp/gpu-stack-venv-tests/venv.xml $(RESULTS)/venv-$*.xml 2>/dev/null || true; \
+	rm -rf $$root/tmp/gpu-stack-venv-tests; exit $$status
 
-integration: ## Fault scenarios and removal, each on a fresh sandbox
+integration: ## Fault scenarios and removal, each on fresh sandbox hosts (INTEGRATION_JOBS test files at once)
 	@mkdir -p $(RESULTS)
-	$(PYTEST) tests/integration -q --junitxml=$(RESULTS)/integration.xml
+	$(PYTEST) tests/integration -q -p no:cacheprovider -n $(INTEGRATION_JOBS) --dist loadfile \
+		--junitxml=$(RESULTS)/integration.xml
 
 # A stage that passed with exactly these inputs (the whole working tree, the wheelhouse, the stub repositories
 # and the sandbox layers: tests/result_cache.py) is reused, not rerun; FRESH=1 reruns everything
@@ -170,9 +177,10 @@ REUSE      = RESULTS=$(RESULTS) $(PY) $(ROOT)/tests/result_cache.py run
 SUBMAKE    = $(MAKE) --no-print-directory
 test: venv ## Everything CI runs; ends with "N passed, N failed"
 	@rm -rf $(RESULTS); mkdir -p $(RESULTS)
-	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it
-	@status=0; { $(REUSE) lint -- $(SUBMAKE) lint \
-		&& $(SUBMAKE) unit converge \
+	@# The host is taken down even on failure: its root has /dev, /proc and /sys mounted in it. Lint and the
+	@# unit tests run while the stub repositories, the bases and the wheelhouse are built and downloaded.
+	@status=0; { $(SUBMAKE) -j4 --output-sync=target test-lint unit sandbox wheelhouse \
+		&& $(SUBMAKE) converge \
 		&& $(REUSE) idempotence --key '$(HOSTS)' -- $(SUBMAKE) idempotence \
 		&& $(REUSE) check-mode --key '$(HOSTS)' -- $(SUBMAKE) check-mode \
 		&& $(REUSE) verify --key '$(HOSTS)' $(HOSTS:%=--junit testinfra-%.xml) -- $(SUBMAKE) verify \
@@ -184,6 +192,9 @@ test: venv ## Everything CI runs; ends with "N passed, N failed"
 	$(SANDBOXCTL) down $(HOSTS) $(CHECK_HOSTS) >/dev/null 2>&1 || true; \
 	exit $$status
 	@$(PY) tests/summary.py $(RESULTS)
+# lint reads the working tree only: reused while the tree is unchanged, whatever the sandbox build does meanwhile
+test-lint: venv
+	@$(REUSE) lint --tree-only -- $(SUBMAKE) lint
 
 demo: ## Build the sandbox, converge and validate one host (HOST), print the verdict and the reports
 	$(MAKE) --no-print-directory converge HOSTS=$(HOST)

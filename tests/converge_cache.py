@@ -41,10 +41,13 @@ INPUTS = (
 PREFIX = "converged-"
 
 
-def hash_inputs(layout: sc.Layout, pathspecs: tuple[str, ...] = (), seed: bytes = b"") -> hashlib._Hash:
+def hash_inputs(
+    layout: sc.Layout, pathspecs: tuple[str, ...] = (), seed: bytes = b"", built: bool = True
+) -> hashlib._Hash:
     """sha256 over `seed`, every file git sees under `pathspecs` (all of the tree when empty; tracked, or
-    untracked and not ignored; a symlink by its target), the wheelhouse manifest and the stub repositories'
-    stamp (it hashes their inputs): what the hosts are built from. Also used by tests/result_cache.py."""
+    untracked and not ignored; a symlink by its target) and, when `built`, the wheelhouse manifest and the
+    stub repositories' stamp (it hashes their inputs): what the hosts are built from. Also used by
+    tests/result_cache.py."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *pathspecs],
         cwd=layout.repo_root,
@@ -61,7 +64,7 @@ def hash_inputs(layout: sc.Layout, pathspecs: tuple[str, ...] = (), seed: bytes 
     for name, path in (
         ("wheelhouse", layout.wheelhouse / "wheelhouse.json"),
         ("repos", layout.repos / ".stamp.json"),
-    ):
+    ) if built else ():
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
     return h
 

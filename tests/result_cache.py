@@ -1,6 +1,6 @@
 """Reuse a `make test` stage's result while nothing it could depend on changed since it passed.
 
-    result_cache.py run STAGE [--key TEXT] [--junit NAME]... -- COMMAND...
+    result_cache.py run STAGE [--key TEXT] [--junit NAME]... [--tree-only] -- COMMAND...
         run COMMAND unless STAGE passed before with the same inputs (and the same TEXT: the make
         variables that choose what the stage runs); when it did, copy the JUnit files NAME it wrote
         into RESULTS back there, and leave a note, STAGE.reused, that tests/summary.py reports.
@@ -10,7 +10,8 @@
 
 The inputs are deliberately coarse: every file of the working tree that git would see (tracked or
 not ignored: roles, plugins, tests, sandbox code, Makefile, README, ...), the wheelhouse manifest, the
-stub repositories' stamp and the sandbox layers each platform's hosts stand on. Any edit anywhere
+stub repositories' stamp and the sandbox layers each platform's hosts stand on (not for a --tree-only
+stage, such as lint, which runs while the sandbox is being built and uses none of it). Any edit anywhere
 reruns every stage; an unchanged tree (a second `make test` in the same clone) reuses them. A stage
 whose command failed, or whose inputs changed while it ran, is not kept. FRESH=1 reruns everything
 (a clean clone, as CI has, has nothing to reuse).
@@ -37,9 +38,9 @@ STORE = REPO / ".cache" / "test-results-reused"
 RESULTS = Path(os.environ.get("RESULTS", REPO / ".cache" / "test-results"))
 
 
-def digest(key: str = "", layout: sc.Layout = sc.DEFAULT_LAYOUT) -> str:
-    h = converge_cache.hash_inputs(layout, seed=key.encode() + b"\0")
-    for name, platform in sorted(sc.load_platforms().items()):
+def digest(key: str = "", layout: sc.Layout = sc.DEFAULT_LAYOUT, tree_only: bool = False) -> str:
+    h = converge_cache.hash_inputs(layout, seed=key.encode() + b"\0", built=not tree_only)
+    for name, platform in () if tree_only else sorted(sc.load_platforms().items()):
         try:
             lowers = [str(p) for p in sc.current_layers(layout, platform).lowers]
         except sc.EnvironmentProblem:
@@ -78,8 +79,8 @@ def keep(stage: str, inputs: str, junit: list[str], seconds: float) -> None:
     (STORE / f"{stage}.json").write_text(json.dumps(record) + "\n")
 
 
-def run(stage: str, key: str, junit: list[str], command: list[str]) -> int:
-    inputs = digest(key)
+def run(stage: str, key: str, junit: list[str], command: list[str], tree_only: bool = False) -> int:
+    inputs = digest(key, tree_only=tree_only)
     if not os.environ.get("FRESH") and reuse(stage, inputs, junit):
         return 0
     (STORE / f"{stage}.json").unlink(missing_ok=True)
@@ -91,7 +92,7 @@ def run(stage: str, key: str, junit: list[str], command: list[str]) -> int:
     missing = [name for name in junit if not (RESULTS / name).is_file()]
     if missing:
         print(f"result_cache: {stage} wrote no {', '.join(missing)}: not kept", file=sys.stderr)
-    elif digest(key) != inputs:
+    elif digest(key, tree_only=tree_only) != inputs:
         print(f"result_cache: the inputs changed while {stage} ran: not kept", file=sys.stderr)
     else:
         keep(stage, inputs, junit, seconds)
@@ -113,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage")
     parser.add_argument("--key", default="", help="what else chooses what the stage runs (make variables)")
     parser.add_argument("--junit", action="append", default=[], help="JUnit file it writes in RESULTS")
+    parser.add_argument("--tree-only", action="store_true",
+                        help="the stage uses no sandbox host: its inputs are the working tree alone")
     args = parser.parse_args(argv[1:split])
     if not command:
         parser.error("no COMMAND after --")
-    return run(args.stage, args.key, args.junit, command)
+    return run(args.stage, args.key, args.junit, command, args.tree_only)
 
 
 if __name__ == "__main__":

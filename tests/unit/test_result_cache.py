@@ -30,7 +30,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(rc, "RESULTS", tmp_path / "results")
     monkeypatch.delenv("FRESH", raising=False)
     inputs = {"digest": "aaaa"}
-    monkeypatch.setattr(rc, "digest", lambda key="": inputs["digest"] + key)
+    monkeypatch.setattr(rc, "digest", lambda key="", tree_only=False: inputs["digest"] + key)
     runs = tmp_path / "runs"
     results = tmp_path / "results"
     results.mkdir()
@@ -85,7 +85,7 @@ def test_a_failed_stage_is_not_kept_and_forgets_the_pass_before(cache):
 def test_inputs_that_change_while_the_stage_runs_are_not_kept(cache, monkeypatch):
     _, command, count, _ = cache
     digests = iter(["aaaa", "bbbb", "bbbb", "bbbb"])
-    monkeypatch.setattr(rc, "digest", lambda key="": next(digests))
+    monkeypatch.setattr(rc, "digest", lambda key="", tree_only=False: next(digests))
     rc.run("lint", "", [], command())
     rc.run("lint", "", [], command())
     assert count() == 2
@@ -128,6 +128,20 @@ def test_digest_follows_every_file_git_sees_and_nothing_it_ignores(tmp_path):
     assert rc.digest("", layout) != after_new
 
 
+def test_a_tree_only_stage_ignores_the_sandbox_being_built(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/.cache/\n")
+    (tmp_path / "ruff.toml").write_text("line-length = 110\n")
+    layout = sc.Layout(tmp_path)
+    full, tree = rc.digest("", layout), rc.digest("", layout, tree_only=True)
+    layout.wheelhouse.mkdir(parents=True)
+    (layout.wheelhouse / "wheelhouse.json").write_text("{}\n")
+    assert rc.digest("", layout, tree_only=True) == tree
+    assert rc.digest("", layout) != full
+    (tmp_path / "ruff.toml").write_text("line-length = 100\n")
+    assert rc.digest("", layout, tree_only=True) != tree
+
+
 def test_converge_digest_follows_what_hosts_are_built_from_and_links_by_target(tmp_path):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "roles").mkdir()
@@ -147,10 +161,10 @@ def test_converge_digest_follows_what_hosts_are_built_from_and_links_by_target(t
 
 def make_test_commands() -> list[list[str]]:
     """The result_cache.py command lines `make test` runs, as make prints them (-n)."""
-    make = ["make", "-n", "--no-print-directory", "test"]
+    make = ["make", "-n", "--no-print-directory", "test-lint", "test"]
     out = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     commands = []
-    for part in re.split(r"&&|\|\||;|\{|\}", out.replace("\\\n", " ")):
+    for part in re.split(r"&&|\|\||;|\{|\}|\n", out.replace("\\\n", " ")):
         words = shlex.split(part)
         tools = [i for i, w in enumerate(words) if w.endswith("tests/result_cache.py")]
         if tools:
