@@ -40,6 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -1245,7 +1246,6 @@ def build_suite(layout: Layout, suite: str, mirror: str, packages: Sequence[str]
         log_step(f"suite base {suite} up to date")
     else:
         check_mirror(mirror, suite)  # before anything is built
-        _remove_leftovers(layout)
         log = layout.build_log(f"suite-{suite}")
         log.write_text(f"sandboxctl build suite {suite} {digest}\n")
         t0 = time.monotonic()
@@ -1310,12 +1310,15 @@ def build_platform(layout: Layout, platform: Platform, suite_dig: str) -> None:
 def build_all(layout: Layout, platforms: Sequence[Platform]) -> None:
     mirror = machine_mirror()
     with file_lock(layout.build_lock):
-        suites: dict[str, str] = {}
+        _remove_leftovers(layout)
+        needed = list(dict.fromkeys(platform.suite for platform in platforms))
+        payloads = {suite: debian_payload(layout, suite) for suite in needed}
+        # The suites are independent debootstraps, mostly download and dpkg: build them at once. A failed one
+        # raises here once the other has finished (kept, it is complete).
+        with ThreadPoolExecutor(max_workers=max(len(needed), 1)) as pool:
+            futures = {s: pool.submit(build_suite, layout, s, mirror, payloads[s]) for s in needed}
+            suites = {suite: future.result() for suite, future in futures.items()}
         for platform in platforms:
-            if platform.suite not in suites:
-                suites[platform.suite] = build_suite(
-                    layout, platform.suite, mirror, debian_payload(layout, platform.suite)
-                )
             build_platform(layout, platform, suites[platform.suite])
         with file_lock(layout.state_lock):
             gc_layers(layout)
