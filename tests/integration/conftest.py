@@ -40,10 +40,12 @@ from sandbox.sandboxctl import (  # noqa: E402  (needs the repo root on sys.path
     EnvironmentProblem,
     SandboxHost,
     current_layers,
+    file_lock,
     host_down,
     load_platforms,
     orphan_hosts,
     read_snapshot,
+    snapshot_host,
 )
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -99,8 +101,8 @@ def fresh_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[
     Its platform is the default one, or the parameter of `@pytest.mark.parametrize("fresh_host",
     ["leap160"], indirect=True)`."""
     platform = getattr(request, "param", DEFAULT_PLATFORM)
-    with SandboxHost(host_name_for(request.node.name), platform=platform) as host:
-        give_python(host)
+    snapshot = prepared_snapshot(platform)
+    with SandboxHost(host_name_for(request.node.name), platform=platform, snapshot=snapshot) as host:
         yield host
 
 
@@ -110,6 +112,37 @@ def give_python(host: SandboxHost) -> None:
     if sandbox_facts.python_too_old(load_platforms()[host.platform].facts):
         res = host.run("zypper", "--non-interactive", "install", "--no-recommends", "python311")
         assert res.returncode == 0, res.stdout + res.stderr
+
+
+def prepared_snapshot(platform: str, cuda: bool = False) -> str | None:
+    """The snapshot fresh hosts of `platform` start from: give_python() and, with `cuda`,
+    install_cuda_toolkit(), done once on a host of their own and kept instead of in every scenario (None:
+    nothing to prepare).
+    Made again when this file, the pins, the stub repositories or the platform's layers change; the lock
+    makes one pytest-xdist worker build it while the others wait."""
+    if not cuda and not sandbox_facts.python_too_old(load_platforms()[platform].facts):
+        return None
+    name = f"prepared-{platform}{'-cuda' if cuda else ''}"
+    lowers = [str(p) for p in current_layers(DEFAULT_LAYOUT, load_platforms()[platform]).lowers]
+    inputs = hashlib.sha256()
+    for path in (Path(__file__), REPO_ROOT / "pins.yml", DEFAULT_LAYOUT.repos / ".stamp.json"):
+        inputs.update(path.read_bytes())
+    label = inputs.hexdigest()[:16]
+    with file_lock(DEFAULT_LAYOUT.snapshots.parent / ".prepared.lock"):
+        try:
+            stamp = read_snapshot(DEFAULT_LAYOUT, name)
+        except EnvironmentProblem:
+            stamp = {}
+        if stamp.get("label") != label or stamp.get("lowers") != lowers:
+            host = SandboxHost(f"{name}-{uuid.uuid4().hex[:6]}", platform=platform).up()
+            try:
+                give_python(host)
+                if cuda:
+                    install_cuda_toolkit(host)
+                snapshot_host(DEFAULT_LAYOUT, host.name, name, label=label)
+            finally:
+                host.down()
+    return name
 
 
 def host_python(host: SandboxHost) -> str:
@@ -140,18 +173,19 @@ def converged_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Itera
 
 @contextlib.contextmanager
 def scenario_hosts(
-    tag: str, cases: dict[str, tuple[str, dict]]
+    tag: str, cases: dict[str, tuple[str, dict]], cuda: bool = False
 ) -> Iterator[tuple[Path, dict[str, SandboxHost]]]:
     """Fresh hosts for several cases at once, and one inventory listing them all with per-host variables,
     so a single ansible-playbook run covers every case in parallel. `cases` maps case -> (platform,
-    host vars). Yields (inventory path, {case: host}); everything is torn down afterwards."""
+    host vars); with `cuda` each host has the CUDA toolkit (prepared_snapshot). Yields (inventory path,
+    {case: host}); everything is torn down afterwards."""
     hosts: dict[str, SandboxHost] = {}
     inventory = REPO_ROOT / "inventory" / f".sandbox-scenario-{tag}-{uuid.uuid4().hex[:6]}.yml"
     try:
         for case, (platform, _vars) in cases.items():
             name = f"{tag}-{re.sub(r'[^a-z0-9]+', '-', case.lower())}-{uuid.uuid4().hex[:4]}"
-            hosts[case] = SandboxHost(name, platform=platform).up()
-            give_python(hosts[case])
+            snap = prepared_snapshot(platform, cuda)
+            hosts[case] = SandboxHost(name, platform=platform, snapshot=snap).up()
         entries = {
             hosts[case].name: {
                 "ansible_connection": "community.general.chroot", "ansible_host": str(hosts[case].root),
@@ -311,9 +345,12 @@ def install_cuda_toolkit(host: SandboxHost) -> SandboxHost:
 
 
 @pytest.fixture
-def cuda_host(fresh_host: SandboxHost) -> SandboxHost:
-    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it."""
-    return install_cuda_toolkit(fresh_host)
+def cuda_host(request: pytest.FixtureRequest, sandbox_ready: Path) -> Iterator[SandboxHost]:
+    """A fresh host with NVIDIA's (stub) CUDA repo and the CUDA toolkit, as the cuda roles leave it (the
+    default platform: install_cuda_toolkit adds the opensuse15 repository)."""
+    snapshot = prepared_snapshot(DEFAULT_PLATFORM, cuda=True)
+    with SandboxHost(host_name_for(request.node.name), snapshot=snapshot) as host:
+        yield host
 
 
 def _excluded(rel: str) -> bool:

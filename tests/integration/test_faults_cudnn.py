@@ -30,7 +30,6 @@ from conftest import (
     diff_snapshots,
     failure_text,
     host_python,
-    install_cuda_toolkit,
     run_playbook,
     run_playbook_on,
     scenario_hosts,
@@ -127,9 +126,8 @@ def _bad_input_vars(case: str, tmp_path: Path) -> dict:
 
 def test_bad_inputs_are_refused_before_writing(sandbox_ready, tmp_path) -> None:
     cases = {case: (DEFAULT_PLATFORM, _bad_input_vars(case, tmp_path)) for case in BAD_INPUTS}
-    with scenario_hosts("badin", cases) as (inventory, hosts):
+    with scenario_hosts("badin", cases, cuda=True) as (inventory, hosts):
         for case, host in hosts.items():
-            install_cuda_toolkit(host)
             if cases[case][1].get("cudnn_source") == "host":
                 name = Path(cases[case][1]["cudnn_archive_src"]).name
                 shutil.copy(tmp_path / name, host.root / "root" / name)

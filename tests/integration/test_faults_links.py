@@ -26,7 +26,6 @@ from conftest import (
     diff_snapshots,
     failed_tests,
     flat,
-    install_cuda_toolkit,
     recap,
     run_playbook_on,
     run_testinfra_on,
@@ -97,9 +96,9 @@ def _interrupt(inventory, host, point: str, tmp_path):
 
 
 def test_interrupted_runs_end_converged(sandbox_ready, tmp_path) -> None:
-    with scenario_hosts("intr", {case: (DEFAULT_PLATFORM, {}) for case in POINTS}) as (inventory, hosts):
+    cases = {case: (DEFAULT_PLATFORM, {}) for case in POINTS}
+    with scenario_hosts("intr", cases, cuda=True) as (inventory, hosts):
         for host in hosts.values():
-            install_cuda_toolkit(host)
             _add_header_subdirectory(host)
         for case, point in POINTS.items():
             _interrupt(inventory, hosts[case], point, tmp_path)
@@ -178,9 +177,7 @@ OWN_LOADER_FILE = "etc/ld.so.conf.d/opensuse-gpu-stack-cuda.conf"
 
 
 def test_aliases_across_majors_and_the_project_loader_file(sandbox_ready) -> None:
-    with scenario_hosts("alias", CASES) as (inventory, hosts):
-        for host in hosts.values():
-            install_cuda_toolkit(host)
+    with scenario_hosts("alias", CASES, cuda=True) as (inventory, hosts):
         (hosts["loader-file"].root / "opt/vendor/lib").mkdir(parents=True)
         everyone = ",".join(h.name for h in hosts.values())
         first = run_playbook_on(inventory, everyone, PLAYBOOK, tags=f"cuda,{TAGS}")
