@@ -1835,7 +1835,7 @@ def _cmd_clean(args: argparse.Namespace, layout: Layout) -> int:
     for name in host_infos(layout):
         host_down(layout, name)
     safe_rmtree(layout.cache)  # refuses if anything is still mounted below it
-    for f in layout.inventory_dir.glob(".sandbox-*.yml"):
+    for f in [*layout.inventory_dir.glob(".sandbox-*.yml"), *layout.inventory_dir.glob(".scenario-*.yml")]:
         f.unlink()
     layout.inventory_file.unlink(missing_ok=True)
     print(f"removed {layout.cache} (kept {layout.pip_cache} and {layout.wheelhouse})")

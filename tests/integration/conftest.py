@@ -180,7 +180,9 @@ def scenario_hosts(
     host vars); with `cuda` each host has the CUDA toolkit (prepared_snapshot). Yields (inventory path,
     {case: host}); everything is torn down afterwards."""
     hosts: dict[str, SandboxHost] = {}
-    inventory = REPO_ROOT / "inventory" / f".sandbox-scenario-{tag}-{uuid.uuid4().hex[:6]}.yml"
+    # Not .sandbox-*.yml: sandboxctl drops those of hosts that are not up whenever a host goes up or down,
+    # which other pytest-xdist workers do at any time
+    inventory = REPO_ROOT / "inventory" / f".scenario-{tag}-{uuid.uuid4().hex[:6]}.yml"
     try:
         for case, (platform, _vars) in cases.items():
             name = f"{tag}-{re.sub(r'[^a-z0-9]+', '-', case.lower())}-{uuid.uuid4().hex[:4]}"
