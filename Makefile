@@ -55,7 +55,9 @@ venv: $(VENV)/.installed ## Controller virtualenv from requirements.txt
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip==25.3
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	@# No bytecode up front: the ansible package's ~18,000 modules (its collections) take pip most of its time, and
+	@# Python writes the .pyc of the few that are imported on first use
+	$(VENV)/bin/pip install --quiet --no-compile -r requirements.txt
 	touch $@
 
 host-packages: ## Install what the sandbox build needs (Debian: apt-get; openSUSE: zypper)

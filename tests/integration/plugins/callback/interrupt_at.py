@@ -3,8 +3,9 @@
     GPU_STACK_INTERRUPT_AT="end:tarball | Install cuDNN into the CUDA tree"   (or "start:<task name>")
     GPU_STACK_INTERRUPT_MARK=/path/of/a/file                                   (written when it fires)
 
-`start` fires when the task's worker is about to run the task on the first host (the module has not run);
-`end` fires when the task's result arrived, before any later task or handler runs. The callback then
+`start` fires when the strategy announces the task, before it hands the task to any worker (so no module
+has run, however fast the connection: a worker's own start event would race the module); `end` fires when
+the task's result arrived, before any later task or handler runs. The callback then
 sends SIGINT to ansible-playbook's process group, so ansible-playbook must lead its own group (started
 with start_new_session=True); otherwise it refuses instead of interrupting whoever started it. Task names
 match with or without the "role : " prefix (a role named by FQCN too).
@@ -60,7 +61,7 @@ class CallbackModule(CallbackBase):
             Path(self.mark).write_text(f"{self.when}:{task.get_name().strip()}\n")
         os.killpg(os.getpgrp(), signal.SIGINT)
 
-    def v2_runner_on_start(self, host, task) -> None:
+    def v2_playbook_on_task_start(self, task, is_conditional) -> None:
         if self.when == "start" and self._matches(task):
             self._interrupt(task)
 
