@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -204,6 +205,15 @@ def scenario_hosts(
             host.down()
 
 
+def _session_options(new_session: bool) -> dict:
+    """subprocess options for an ansible-playbook that leads its own process group and takes SIGINT as from a
+    terminal: a shell without job control starts background jobs with SIGINT ignored, the child inherits
+    that, and Python then never raises KeyboardInterrupt (make test run as `make test &` in a script)."""
+    if not new_session:
+        return {}
+    return {"start_new_session": True, "preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
+
+
 def run_playbook_on(inventory: Path, limit: str, playbook: str | Path, extra_vars: dict | None = None,
                     tags: str | None = None, args: Sequence[str] = (), timeout: float = 3600,
                     env: dict | None = None, new_session: bool = False) -> subprocess.CompletedProcess[str]:
@@ -217,7 +227,7 @@ def run_playbook_on(inventory: Path, limit: str, playbook: str | Path, extra_var
     cmd += [*args, str(playbook)]
     return subprocess.run(cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                          start_new_session=new_session)
+                          **_session_options(new_session))
 
 
 def run_playbook(
@@ -235,8 +245,9 @@ def run_playbook(
     """Run ansible-playbook (repo-relative path) against `host` only, with a clean environment.
 
     stdout and stderr are captured together in `.stdout`; the return code is not checked. `env` adds to
-    the clean environment; `new_session` makes ansible-playbook lead its own process group (for the
-    interrupt_at callback, which sends SIGINT to that group).
+    the clean environment; `new_session` makes ansible-playbook lead its own process group, with SIGINT's
+    default action whatever the caller inherited (for the interrupt_at callback, which sends SIGINT to that
+    group).
     """
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(host.inventory_path), "--limit", host.name]
     if extra_vars:
@@ -250,7 +261,7 @@ def run_playbook(
     cmd += [*args, str(playbook)]
     return subprocess.run(
         cmd, cwd=REPO_ROOT, env={**CLEAN_ENV, **(env or {})}, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=new_session,
+        stderr=subprocess.STDOUT, timeout=timeout, check=False, **_session_options(new_session),
     )
 
 

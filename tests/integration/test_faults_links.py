@@ -88,6 +88,8 @@ def _interrupt(inventory, host, point: str, tmp_path):
         "GPU_STACK_INTERRUPT_MARK": str(mark),
     }
     res = run_playbook_on(inventory, host.name, PLAYBOOK, tags=TAGS, env=env, new_session=True)
+    refused = re.search(r"\[WARNING\]: Skipping callback 'interrupt_at'.*?\n(?=\S)", res.stdout, re.S)
+    assert not refused, refused and refused.group(0)
     assert mark.exists(), f"the run never reached {point}:\n{res.stdout[-3000:]}"
     assert res.returncode != 0 and "User interrupted execution" in res.stdout, res.stdout[-3000:]
 

@@ -7,7 +7,8 @@
 has run, however fast the connection: a worker's own start event would race the module); `end` fires when
 the task's result arrived, before any later task or handler runs. The callback then
 sends SIGINT to ansible-playbook's process group, so ansible-playbook must lead its own group (started
-with start_new_session=True); otherwise it refuses instead of interrupting whoever started it. Task names
+with start_new_session=True) and take SIGINT by default (a shell without job control starts background jobs
+with SIGINT ignored); otherwise it refuses instead of interrupting whoever started it, or nothing. Task names
 match with or without the "role : " prefix (a role named by FQCN too).
 
 Enabled by tests/integration/test_faults_links.py only (ANSIBLE_CALLBACK_PLUGINS, ANSIBLE_CALLBACKS_ENABLED).
@@ -44,6 +45,10 @@ class CallbackModule(CallbackBase):
             raise AnsibleError("interrupt_at: set GPU_STACK_INTERRUPT_AT to start:<task> or end:<task>")
         if os.getpgrp() != os.getpid():
             raise AnsibleError("interrupt_at: ansible-playbook must lead its process group (new session)")
+        # Inherited from a background job of a shell without job control: the SIGINT would be lost
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            raise AnsibleError("interrupt_at: ansible-playbook does not take SIGINT as Ctrl-C (it started "
+                               "with SIGINT ignored): start it with SIGINT's default action")
         self.when, self.name = when, name.strip()
         self.mark = os.environ.get("GPU_STACK_INTERRUPT_MARK")
         self.fired = False
