@@ -9,22 +9,27 @@ renders them with the validators' own table functions. Exit 1 when a report is m
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "validation" / "scripts"
-REPORTS = {"doctor": "gpu_doctor", "benchmark": "mnist_benchmark", "propagation": "propagation"}
+# The validation package from its source tree, as the unit tests use it (the controller venv does not
+# install it); its table functions import neither numpy nor Keras
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validation" / "src"))
+
+# report -> the module whose render_table prints it
+REPORTS = {
+    "doctor": "gpu_stack_validation.doctor.report",
+    "benchmark": "gpu_stack_validation.benchmark.core",
+    "propagation": "gpu_stack_validation.propagation.cli",
+}
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _renderer(report: str) -> Callable[[dict[str, Any]], str]:
+    return importlib.import_module(REPORTS[report]).render_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = 0
     for host in hosts:
         print(f"\n=== {host} ===")
-        for report, script in REPORTS.items():
+        for report in REPORTS:
             path = args.reports / host / f"{report}.json"
             if not path.exists():
                 print(f"{report}: no report at {path}")
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             data = json.loads(path.read_text())
             print(f"\n--- {report} ({path}) ---")
-            print(_load(script).render_table(data))
+            print(_renderer(report)(data))
         pngs = sorted(str(p) for p in (args.reports / host).glob("*.png"))
         print("\nplots: " + (", ".join(pngs) or "none"))
     fleet = args.reports / "fleet.md"

@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gpu_stack_validation import fleet
-from gpu_stack_validation.benchmark import cli as bench
-from gpu_stack_validation.benchmark.core import finalize_run
-from gpu_stack_validation.propagation import cli as prop
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 # --------------------------------------------------------------------------------------------------
 # Canned reports
@@ -416,61 +407,16 @@ def test_png_is_rendered_and_stable_when_matplotlib_is_there(tmp_path: Path) -> 
 # The validators' real output
 
 
-def test_doctor_schema(tmp_path: Path) -> None:
+def test_doctor_schema(doctor_report: dict[str, Any]) -> None:
     """gpu-doctor on this machine: whatever it finds, the fleet row shows its verdict and GPU column."""
-    pins = REPO / "tests" / "unit" / "fixtures" / "doctor" / "pins.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "validation" / "src"))
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpu_stack_validation.doctor.cli",
-            "--json",
-            "--skip-tensorflow",
-            "--pins",
-            str(pins),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert res.returncode in (0, 1), res.stderr
-    s = fleet.doctor_summary(json.loads(res.stdout))
+    s = fleet.doctor_summary(doctor_report)
     assert s["verdict"] in ("ok", f"FAIL ({len(s['failures'])})")
     assert s["gpu"] != "n/a"
 
 
-def test_benchmark_schema() -> None:
+def test_benchmark_schema(benchmark_report: dict[str, Any]) -> None:
     """mnist-benchmark's run_benchmark with a canned worker: the fleet reads its runs."""
-
-    def runner(config: dict, _env: dict, _timeout: float) -> dict:
-        runs = []
-        for mode in config["modes"]:
-            for batch in config["batch_sizes"]:
-                run = {
-                    "device": config["device"],
-                    "mode": mode,
-                    "batch_size": batch,
-                    "epochs": 2,
-                    "error": None,
-                    "epoch_times_s": [1.0, 0.5 if config["device"] == "cpu" else 0.1],
-                    "loss_fell": True,
-                }
-                runs.append(finalize_run(run, config["samples"], 10.0))
-        return {"status": "ok", "device": config["device"], "runs": runs}
-
-    report = bench.run_benchmark(
-        data="synthetic",
-        device="both",
-        batch_sizes=[128, 1024],
-        epochs=2,
-        subset=6000,
-        runner=runner,
-        probe=lambda: (True, "canned"),
-    )
-    s = fleet.benchmark_summary(json.loads(json.dumps(report)))
+    s = fleet.benchmark_summary(benchmark_report)
     assert s["ok"] is True and s["data"] == "synthetic"
     assert s["modes"]["resident"] == {
         "batch": 1024,
@@ -484,10 +430,7 @@ def test_benchmark_schema() -> None:
     assert s["modes"]["resident"]["gpu_pct"] == pytest.approx(100 * 6000 * 1636352 / 0.1 / 1e12 / 10.0)
 
 
-def test_propagation_schema() -> None:
+def test_propagation_schema(propagation_report: dict[str, Any]) -> None:
     """gpu-propagation's run_propagation on a tiny network: the fleet reads its percent of peak."""
-    report = prop.run_propagation(
-        nodes=[8, 8, 8], batches=[1, 4], gpu="none", loop_cap=4, peak_size=32, repeat=1
-    )
-    s = fleet.propagation_summary(json.loads(json.dumps(report)))
+    s = fleet.propagation_summary(propagation_report)
     assert s["ok"] is True and s["numpy_pct"] is not None and s["gpu_pct"] is None

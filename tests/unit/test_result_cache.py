@@ -164,7 +164,9 @@ def make_test_commands() -> list[list[str]]:
     make = ["make", "-n", "--no-print-directory", "test-lint", "test"]
     out = subprocess.run(make, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     commands = []
-    for part in re.split(r"&&|\|\||;|\{|\}|\n", out.replace("\\\n", " ")):
+    # without lines make prints for a recipe's comments (a venv to build first prints its "@# ..." lines)
+    lines = [line for line in out.replace("\\\n", " ").splitlines() if not line.lstrip().startswith("#")]
+    for part in re.split(r"&&|\|\||;|\{|\}|\n", "\n".join(lines)):
         words = shlex.split(part)
         tools = [i for i, w in enumerate(words) if w.endswith("tests/result_cache.py")]
         if tools:
