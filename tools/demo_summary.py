@@ -9,27 +9,20 @@ renders them with the validators' own table functions. Exit 1 when a report is m
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 # The validation package from its source tree, as the unit tests use it (the controller venv does not
 # install it); its table functions import neither numpy nor Keras
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validation" / "src"))
 
-# report -> the module whose render_table prints it
-REPORTS = {
-    "doctor": "gpu_stack_validation.doctor.report",
-    "benchmark": "gpu_stack_validation.benchmark.core",
-    "propagation": "gpu_stack_validation.propagation.cli",
-}
+from gpu_stack_validation.benchmark.core import render_table as benchmark_table
+from gpu_stack_validation.doctor.report import render_table as doctor_table
+from gpu_stack_validation.propagation.cli import render_table as propagation_table
 
-
-def _renderer(report: str) -> Callable[[dict[str, Any]], str]:
-    return importlib.import_module(REPORTS[report]).render_table
+# report -> the validator's own table function
+REPORTS = {"doctor": doctor_table, "benchmark": benchmark_table, "propagation": propagation_table}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = 0
     for host in hosts:
         print(f"\n=== {host} ===")
-        for report in REPORTS:
+        for report, render_table in REPORTS.items():
             path = args.reports / host / f"{report}.json"
             if not path.exists():
                 print(f"{report}: no report at {path}")
@@ -49,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             data = json.loads(path.read_text())
             print(f"\n--- {report} ({path}) ---")
-            print(_renderer(report)(data))
+            print(render_table(data))
         pngs = sorted(str(p) for p in (args.reports / host).glob("*.png"))
         print("\nplots: " + (", ".join(pngs) or "none"))
     fleet = args.reports / "fleet.md"
